@@ -1,0 +1,38 @@
+/* batchnorm.c - batch normalization forward (train/eval) and backward,
+ * float32 and float64, from one dtype template (batchnorm_impl.h). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "common.h"
+#include "pybn.h"
+
+/* Sizes are valid and their product fits in int64_t. */
+static int bn_shape_ok(int64_t outer, int64_t C, int64_t inner)
+{
+    if (outer < 0 || C < 1 || inner < 1)
+        return 0;
+    if (outer > 0 && (C > INT64_MAX / outer || inner > INT64_MAX / (outer * C)))
+        return 0;
+    return 1;
+}
+
+/* Columns per task in the rows layout: wide matrices with few rows still
+ * split into enough tasks for every thread. Does not change any sum. */
+#define BN_COL_TILE 1024
+
+/* The per-channel reductions channel_sums() can form. */
+enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2 };
+
+static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
+
+#define T float
+#define SFX f32
+#include "batchnorm_impl.h"
+#undef T
+#undef SFX
+
+#define T double
+#define SFX f64
+#include "batchnorm_impl.h"
+#undef T
+#undef SFX

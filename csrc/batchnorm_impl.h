@@ -1,0 +1,384 @@
+/* batchnorm_impl.h - batch-norm kernels for one dtype. Included by
+ * batchnorm.c once per dtype with T (the element type) and SFX (the name
+ * suffix) defined; it is not a header to include anywhere else.
+ *
+ * Design: x is viewed as (outer, C, inner). Two layouts of the reduction:
+ *   - planes (inner > 1, NCHW): each (o, c) plane is a contiguous run;
+ *     one partial sum per plane, combined per channel in order of o;
+ *   - rows (inner == 1, (m, C) and channels-last): blocks of PYBN_ROW_BLOCK
+ *     rows times tiles of columns; one partial row per block, combined per
+ *     channel in order of the blocks.
+ * Neither split depends on the thread count, so neither do the results.
+ * Every per-element formula is evaluated in double and rounded once. */
+
+#define FN(name) PYBN_CAT(name, SFX)
+
+/* ---- one contiguous run (planes layout) --------------------------------- */
+
+PYBN_CLONES static double FN(run_sum)(const T *restrict x, int64_t n)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i];
+    return s;
+}
+
+PYBN_CLONES static double FN(run_sqdev)(const T *restrict x, int64_t n, double mean)
+{
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - mean;
+        s += d * d;
+    }
+    return s;
+}
+
+/* sum(dy) and sum(dy * (x - mean)) in one pass. */
+PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict x, int64_t n,
+                                        double mean, double *restrict s_dy, double *restrict s_dyxmu)
+{
+    double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < n; i++) {
+        double g = (double)dy[i];
+        a += g;
+        b += g * ((double)x[i] - mean);
+    }
+    *s_dy = a;
+    *s_dyxmu = b;
+}
+
+/* y = alpha*x + shift: the whole forward is one multiply-add per element. */
+PYBN_CLONES static void FN(run_affine)(const T *restrict x, int64_t n, double alpha, double shift,
+                                       T *restrict y)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (T)((double)x[i] * alpha + shift);
+}
+
+/* dx = k_dy*dy + k_x*(x - mean) + k_c */
+PYBN_CLONES static void FN(run_dx)(const T *restrict dy, const T *restrict x, int64_t n, double mean,
+                                   double k_dy, double k_x, double k_c, T *restrict dx)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = (T)(k_dy * (double)dy[i] + k_x * ((double)x[i] - mean) + k_c);
+}
+
+/* ---- a block of rows, columns [0, w) of a row stride ld (rows layout) ---- */
+
+PYBN_CLONES static void FN(rows_sum)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
+                                     double *restrict acc)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict xr = x + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++)
+            acc[c] += (double)xr[c];
+    }
+}
+
+PYBN_CLONES static void FN(rows_sqdev)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
+                                       const double *restrict mean, double *restrict acc)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict xr = x + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            double d = (double)xr[c] - mean[c];
+            acc[c] += d * d;
+        }
+    }
+}
+
+PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict x, int64_t rows,
+                                         int64_t w, int64_t ld, const double *restrict mean,
+                                         double *restrict s_dy, double *restrict s_dyxmu)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict dyr = dy + r * ld;
+        const T *restrict xr = x + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            double g = (double)dyr[c];
+            s_dy[c] += g;
+            s_dyxmu[c] += g * ((double)xr[c] - mean[c]);
+        }
+    }
+}
+
+PYBN_CLONES static void FN(rows_affine)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
+                                        const double *restrict alpha, const double *restrict shift,
+                                        T *restrict y)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict xr = x + r * ld;
+        T *restrict yr = y + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++)
+            yr[c] = (T)((double)xr[c] * alpha[c] + shift[c]);
+    }
+}
+
+PYBN_CLONES static void FN(rows_dx)(const T *restrict dy, const T *restrict x, int64_t rows,
+                                    int64_t w, int64_t ld, const double *restrict mean,
+                                    const double *restrict k_dy, const double *restrict k_x,
+                                    const double *restrict k_c, T *restrict dx)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict dyr = dy + r * ld;
+        const T *restrict xr = x + r * ld;
+        T *restrict dxr = dx + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++)
+            dxr[c] = (T)(k_dy[c] * (double)dyr[c] + k_x[c] * ((double)xr[c] - mean[c]) + k_c[c]);
+    }
+}
+
+/* ---- per-channel reductions ---------------------------------------------- */
+
+/* Per-channel sums of one kind over (outer, C, inner):
+ *   BN_SUM: out1 = sum(x);  BN_SQDEV: out1 = sum((x-mean)^2);
+ *   BN_DY:  out1 = sum(dy), out2 = sum(dy*(x-mean)). */
+static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
+                                    const T *restrict dy, const double *restrict mean, int kind,
+                                    double *restrict out1, double *restrict out2, int nt)
+{
+    const int n_out = kind == BN_DY ? 2 : 1;
+    if (inner > 1) {
+        const int64_t planes = outer * C;
+        double *partial = (double *)malloc((size_t)(planes * n_out) * sizeof(double));
+        if (!partial)
+            return PYBN_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t p = 0; p < planes; p++) {
+            const int64_t c = p % C;
+            const T *xp = x + p * inner;
+            if (kind == BN_SUM)
+                partial[p] = FN(run_sum)(xp, inner);
+            else if (kind == BN_SQDEV)
+                partial[p] = FN(run_sqdev)(xp, inner, mean[c]);
+            else
+                FN(run_dy_sums)(dy + p * inner, xp, inner, mean[c], &partial[p], &partial[planes + p]);
+        }
+        for (int64_t c = 0; c < C; c++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int64_t o = 0; o < outer; o++) {
+                s1 += partial[o * C + c];
+                if (n_out == 2)
+                    s2 += partial[planes + o * C + c];
+            }
+            out1[c] = s1;
+            if (n_out == 2)
+                out2[c] = s2;
+        }
+        free(partial);
+        return PYBN_OK;
+    }
+
+    const int64_t blocks = (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK;
+    const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+    const int64_t stride = blocks * C; /* between the two outputs' partials */
+    double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
+    if (!partial)
+        return PYBN_ENOMEM;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t task = 0; task < blocks * tiles; task++) {
+        const int64_t b = task / tiles, c0 = (task % tiles) * BN_COL_TILE;
+        const int64_t r0 = b * PYBN_ROW_BLOCK;
+        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+        const int64_t w = (C - c0 < BN_COL_TILE) ? C - c0 : BN_COL_TILE;
+        const int64_t at = r0 * C + c0;
+        double *acc = partial + b * C + c0;
+        if (kind == BN_SUM)
+            FN(rows_sum)(x + at, rows, w, C, acc);
+        else if (kind == BN_SQDEV)
+            FN(rows_sqdev)(x + at, rows, w, C, mean + c0, acc);
+        else
+            FN(rows_dy_sums)(dy + at, x + at, rows, w, C, mean + c0, acc, acc + stride);
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int64_t b = 0; b < blocks; b++) {
+            s1 += partial[b * C + c];
+            if (n_out == 2)
+                s2 += partial[stride + b * C + c];
+        }
+        out1[c] = s1;
+        if (n_out == 2)
+            out2[c] = s2;
+    }
+    free(partial);
+    return PYBN_OK;
+}
+
+/* y = alpha[c]*x + shift[c] over (outer, C, inner). */
+static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
+                               const double *restrict alpha, const double *restrict shift,
+                               T *restrict y, int nt)
+{
+    if (inner > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t p = 0; p < outer * C; p++)
+            FN(run_affine)(x + p * inner, inner, alpha[p % C], shift[p % C], y + p * inner);
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+        const int64_t r0 = b * PYBN_ROW_BLOCK;
+        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+        FN(rows_affine)(x + r0 * C, rows, C, C, alpha, shift, y + r0 * C);
+    }
+}
+
+/* dx = k_dy[c]*dy + k_x[c]*(x - mean[c]) + k_c[c] over (outer, C, inner). */
+static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *restrict dy,
+                           const T *restrict x, const double *restrict mean,
+                           const double *restrict k_dy, const double *restrict k_x,
+                           const double *restrict k_c, T *restrict dx, int nt)
+{
+    if (inner > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t p = 0; p < outer * C; p++) {
+            const int64_t c = p % C;
+            FN(run_dx)(dy + p * inner, x + p * inner, inner, mean[c], k_dy[c], k_x[c], k_c[c],
+                       dx + p * inner);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+        const int64_t r0 = b * PYBN_ROW_BLOCK;
+        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+        FN(rows_dx)(dy + r0 * C, x + r0 * C, rows, C, C, mean, k_dy, k_x, k_c, dx + r0 * C);
+    }
+}
+
+/* alpha = gamma*invstd, shift = beta - mean*alpha; writes mean/invstd out. */
+static void FN(affine_from_stats)(int64_t C, const T *restrict gamma, const T *restrict beta,
+                                  const double *restrict mean, const double *restrict invstd,
+                                  double *restrict alpha, double *restrict shift,
+                                  T *restrict mean_out, T *restrict invstd_out)
+{
+    for (int64_t c = 0; c < C; c++) {
+        alpha[c] = (gamma ? (double)gamma[c] : 1.0) * invstd[c];
+        shift[c] = (beta ? (double)beta[c] : 0.0) - mean[c] * alpha[c];
+        if (mean_out)
+            mean_out[c] = (T)mean[c];
+        if (invstd_out)
+            invstd_out[c] = (T)invstd[c];
+    }
+}
+
+/* ---- public entry points -------------------------------------------------- */
+
+pybn_status FN(pybn_batchnorm_forward_train)(
+    int64_t outer, int64_t C, int64_t inner, const T *restrict x, const T *restrict gamma,
+    const T *restrict beta, double momentum, double eps, T *restrict running_mean,
+    T *restrict running_var, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
+{
+    if (!bn_shape_ok(outer, C, inner) || !x || !y || outer * inner < 2 || !bn_eps_ok(eps) ||
+        !(momentum >= 0.0 && momentum <= 1.0))
+        return PYBN_EINVAL;
+    const int64_t n = outer * inner;
+    const int nt = pybn_team_size(n * C, n_threads);
+    double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
+    if (!scratch)
+        return PYBN_ENOMEM;
+    double *mean_d = scratch, *var_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
+
+    pybn_status st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
+    if (st == PYBN_OK) {
+        for (int64_t c = 0; c < C; c++)
+            mean_d[c] /= (double)n;
+        st = FN(channel_sums)(outer, C, inner, x, NULL, mean_d, BN_SQDEV, var_d, NULL, nt);
+    }
+    if (st != PYBN_OK) {
+        free(scratch);
+        return st;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        const double var = var_d[c] / (double)n;
+        if (running_mean)
+            running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean_d[c]);
+        if (running_var)
+            running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
+                                 momentum * var * (double)n / (double)(n - 1));
+        var_d[c] = 1.0 / sqrt(var + eps); /* now invstd */
+    }
+    FN(affine_from_stats)(C, gamma, beta, mean_d, var_d, alpha, shift, mean, invstd);
+    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, nt);
+    free(scratch);
+    return PYBN_OK;
+}
+
+pybn_status FN(pybn_batchnorm_forward_eval)(
+    int64_t outer, int64_t C, int64_t inner, const T *restrict x, const T *restrict gamma,
+    const T *restrict beta, const T *restrict running_mean, const T *restrict running_var,
+    double eps, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
+{
+    if (!bn_shape_ok(outer, C, inner) || !x || !y || !running_mean || !running_var ||
+        outer * inner < 1 || !bn_eps_ok(eps))
+        return PYBN_EINVAL;
+    const int nt = pybn_team_size(outer * inner * C, n_threads);
+    double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
+    if (!scratch)
+        return PYBN_ENOMEM;
+    double *mean_d = scratch, *invstd_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
+    for (int64_t c = 0; c < C; c++) {
+        mean_d[c] = (double)running_mean[c];
+        invstd_d[c] = 1.0 / sqrt((double)running_var[c] + eps);
+    }
+    FN(affine_from_stats)(C, gamma, beta, mean_d, invstd_d, alpha, shift, mean, invstd);
+    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, nt);
+    free(scratch);
+    return PYBN_OK;
+}
+
+pybn_status FN(pybn_batchnorm_backward)(
+    int64_t outer, int64_t C, int64_t inner, const T *restrict dy, const T *restrict x,
+    const T *restrict gamma, const T *restrict mean, const T *restrict invstd, int training,
+    T *restrict dx, T *restrict dgamma, T *restrict dbeta, int n_threads)
+{
+    if (!bn_shape_ok(outer, C, inner) || !dy || !x || !mean || !invstd || outer * inner < 1)
+        return PYBN_EINVAL;
+    const int64_t n = outer * inner;
+    const int nt = pybn_team_size(n * C, n_threads);
+    double *scratch = (double *)malloc((size_t)(6 * C) * sizeof(double));
+    if (!scratch)
+        return PYBN_ENOMEM;
+    double *mean_d = scratch, *s_dy = scratch + C, *s_dyxmu = scratch + 2 * C;
+    double *k_dy = scratch + 3 * C, *k_x = scratch + 4 * C, *k_c = scratch + 5 * C;
+    for (int64_t c = 0; c < C; c++)
+        mean_d[c] = (double)mean[c];
+
+    const int need_sums = dgamma || dbeta || (dx && training);
+    if (need_sums) {
+        pybn_status st = FN(channel_sums)(outer, C, inner, x, dy, mean_d, BN_DY, s_dy, s_dyxmu, nt);
+        if (st != PYBN_OK) {
+            free(scratch);
+            return st;
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        const double istd = (double)invstd[c];
+        const double g = (gamma ? (double)gamma[c] : 1.0) * istd;
+        if (dgamma)
+            dgamma[c] = (T)(s_dyxmu[c] * istd);
+        if (dbeta)
+            dbeta[c] = (T)s_dy[c];
+        /* dx = g*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*istd */
+        k_dy[c] = g;
+        k_x[c] = training ? -g * istd * istd * s_dyxmu[c] / (double)n : 0.0;
+        k_c[c] = training ? -g * s_dy[c] / (double)n : 0.0;
+    }
+    if (dx)
+        FN(channel_dx)(outer, C, inner, dy, x, mean_d, k_dy, k_x, k_c, dx, nt);
+    free(scratch);
+    return PYBN_OK;
+}
+
+#undef FN

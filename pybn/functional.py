@@ -1,0 +1,358 @@
+"""Public kernel functions: validate the arguments, then call the C kernels.
+
+All argument checks live here (the Cython layer checks nothing): every bad
+input becomes a ValueError or TypeError naming the argument and what was
+expected. Inputs of any strides are made C-contiguous once; outputs are new
+C-contiguous arrays unless `out=` is given. Semantics follow
+torch.nn.functional.batch_norm, torch.softmax / log_softmax and
+torch.nn.functional.cross_entropy; see DESIGN.md.
+"""
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from ._threads import get_num_threads
+
+__all__ = [
+    "BatchNormOutput",
+    "batch_norm_forward",
+    "batch_norm_backward",
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "softmax_cross_entropy",
+    "one_hot",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class BatchNormOutput(NamedTuple):
+    y: np.ndarray
+    mean: np.ndarray
+    invstd: np.ndarray
+
+
+# ---- argument helpers ---------------------------------------------------------
+
+
+def _float_array(a, name, dtype=None):
+    """`a` as an ndarray of float32/float64; integers become float64 (as NumPy
+    promotes them), or `dtype` when given. Anything else is a TypeError."""
+    if isinstance(a, np.ndarray):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name}: expected an array of floats, got {type(a).__name__}") from exc
+    kind = arr.dtype.kind
+    if kind in "iu":
+        return arr.astype(dtype or np.float64)
+    if arr.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} to match the input, got {arr.dtype}")
+    return arr
+
+
+def _same_dtype(a, name, like, like_name):
+    """A second tensor operand: same shape and dtype as `like`."""
+    arr = _float_array(a, name, like.dtype)
+    if arr.shape != like.shape:
+        raise ValueError(f"{name}: expected shape {like.shape} like {like_name}, got {arr.shape}")
+    return arr
+
+
+def _flat(a):
+    """A C-contiguous 1-D view of `a`, copying only when its strides need it."""
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def _axis(axis, ndim, name="axis"):
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}: {axis} is out of range for an array of {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def _split(shape, axis):
+    """(outer, dim, inner) such that the array is viewed as that 3-D shape."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+
+
+def _real(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _channel_vector(a, name, channels, dtype, writeable=False):
+    """A per-channel 1-D array of length `channels` (gamma, beta, statistics)."""
+    if a is None:
+        return None
+    if writeable:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array (it is updated in place), "
+                            f"got {type(a).__name__}")
+        if a.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {np.dtype(dtype)} to match x "
+                            f"(it is updated in place), got {a.dtype}")
+        if not a.flags.writeable:
+            raise ValueError(f"{name}: expected a writeable array (it is updated in place)")
+        arr = a
+    else:
+        arr = _float_array(a, name)
+        if arr.dtype != dtype:
+            arr = arr.astype(dtype)
+    if arr.ndim != 1 or arr.shape[0] != channels:
+        raise ValueError(f"{name}: expected shape ({channels},), one value per channel, got {arr.shape}")
+    return arr
+
+
+def _output(out, shape, dtype, inputs):
+    """(kernel_out, result): the flat array the kernel writes and the array
+    returned. `out` must match exactly; if it is strided or overlaps an
+    input, the kernel writes a fresh array that is then copied into it."""
+    if out is None:
+        fresh = np.empty(shape, dtype)
+        return fresh.reshape(-1), fresh
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out: expected shape {tuple(shape)} and dtype {np.dtype(dtype)}, "
+                         f"got shape {out.shape} and dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out: expected a writeable array")
+    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs):
+        return out.reshape(-1), out
+    return np.empty(out.size, dtype), out
+
+
+def _finish(kernel_out, result):
+    """Copy the kernel's output into `out=` when it wrote elsewhere."""
+    if not np.may_share_memory(kernel_out, result):
+        result[...] = kernel_out.reshape(result.shape)
+    return result
+
+
+# ---- batch normalization ------------------------------------------------------
+
+
+def _batch_norm_input(x, axis):
+    x = _float_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x: expected an array with at least 2 dimensions "
+                         f"(batch, channels, ...), got shape {x.shape}")
+    axis = _axis(axis, x.ndim)
+    outer, channels, inner = _split(x.shape, axis)
+    if channels == 0 or outer * inner == 0:
+        raise ValueError(f"x: expected at least one value per channel, got shape {x.shape}")
+    return x, outer, channels, inner
+
+
+def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_var=None,
+                       training=True, momentum=0.1, eps=1e-5, axis=1, out=None):
+    """Batch normalization over every axis but `axis` (the channels).
+
+    training=True normalizes with the batch statistics (biased variance) and
+    updates running_mean/running_var in place when given, as
+    ``running = (1 - momentum) * running + momentum * batch`` with the
+    unbiased variance. training=False normalizes with the running
+    statistics, which are then required. gamma/beta default to 1/0 and are
+    converted to x's dtype. Returns BatchNormOutput(y, mean, invstd), with
+    invstd = 1/sqrt(var + eps): what batch_norm_backward needs.
+    """
+    x, outer, channels, inner = _batch_norm_input(x, axis)
+    dtype = x.dtype
+    eps = _real(eps, "eps")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
+    momentum = _real(momentum, "momentum")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+    gamma = _channel_vector(gamma, "gamma", channels, dtype)
+    beta = _channel_vector(beta, "beta", channels, dtype)
+    training = bool(training)
+    running_mean = _channel_vector(running_mean, "running_mean", channels, dtype, writeable=training)
+    running_var = _channel_vector(running_var, "running_var", channels, dtype, writeable=training)
+    if training and outer * inner < 2:
+        raise ValueError(f"x: expected more than 1 value per channel when training, "
+                         f"got input of shape {x.shape}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("running_mean, running_var: both are required when training=False")
+
+    y_flat, y = _output(out, x.shape, dtype, [x, gamma, beta, running_mean, running_var])
+    mean = np.empty(channels, dtype)
+    invstd = np.empty(channels, dtype)
+    flat_x = _flat(x)
+    gamma_flat = None if gamma is None else _flat(gamma)
+    beta_flat = None if beta is None else _flat(beta)
+    if training:
+        # The kernel updates contiguous buffers; strided running stats get
+        # a contiguous copy that is written back afterwards.
+        rm = None if running_mean is None else np.ascontiguousarray(running_mean)
+        rv = None if running_var is None else np.ascontiguousarray(running_var)
+        _kernels.batchnorm_forward_train(outer, channels, inner, flat_x, gamma_flat, beta_flat,
+                                         momentum, eps, rm, rv, y_flat, mean, invstd,
+                                         get_num_threads())
+        for given, updated in ((running_mean, rm), (running_var, rv)):
+            if given is not None and updated is not given:
+                given[...] = updated
+    else:
+        _kernels.batchnorm_forward_eval(outer, channels, inner, flat_x, gamma_flat, beta_flat,
+                                        _flat(running_mean), _flat(running_var), eps,
+                                        y_flat, mean, invstd, get_num_threads())
+    return BatchNormOutput(_finish(y_flat, y), mean, invstd)
+
+
+def batch_norm_backward(dy, x, gamma, mean, invstd, *, training=True, axis=1, out=None):
+    """Gradients (dx, dgamma, dbeta) of batch_norm_forward given dy = dL/dy.
+
+    mean and invstd are the ones batch_norm_forward returned. training=True
+    differentiates through the batch statistics; training=False treats them
+    as constants (dx = gamma*invstd*dy). `out=` receives dx.
+    """
+    x, outer, channels, inner = _batch_norm_input(x, axis)
+    dtype = x.dtype
+    dy = _same_dtype(dy, "dy", x, "x")
+    gamma = _channel_vector(gamma, "gamma", channels, dtype)
+    if mean is None or invstd is None:
+        raise ValueError("mean, invstd: both are required (use what batch_norm_forward returned)")
+    mean = _channel_vector(mean, "mean", channels, dtype)
+    invstd = _channel_vector(invstd, "invstd", channels, dtype)
+    dx_flat, dx = _output(out, x.shape, dtype, [x, dy, gamma, mean, invstd])
+    dgamma = np.empty(channels, dtype)
+    dbeta = np.empty(channels, dtype)
+    _kernels.batchnorm_backward(outer, channels, inner, _flat(dy), _flat(x),
+                                None if gamma is None else _flat(gamma), _flat(mean),
+                                _flat(invstd), bool(training), dx_flat, dgamma, dbeta,
+                                get_num_threads())
+    return _finish(dx_flat, dx), dgamma, dbeta
+
+
+# ---- softmax family -----------------------------------------------------------
+
+
+def _softmax_call(op, a, a_name, b, b_name, axis, out):
+    a = _float_array(a, a_name)
+    if a.ndim < 1:
+        raise ValueError(f"{a_name}: expected an array with at least 1 dimension, got a scalar")
+    if b is not None:
+        b = _same_dtype(b, b_name, a, a_name)
+    axis = _axis(axis, a.ndim)
+    outer, dim, inner = _split(a.shape, axis)
+    inputs = [a] if b is None else [a, b]
+    out_flat, result = _output(out, a.shape, a.dtype, inputs)
+    if a.size:  # an empty axis or batch has nothing to normalize
+        _kernels.softmax_family(op, outer, dim, inner, _flat(a), None if b is None else _flat(b),
+                                out_flat, get_num_threads())
+    return _finish(out_flat, result)
+
+
+def softmax(z, axis=-1, out=None):
+    """exp(z - max) / sum(exp(z - max)) along `axis`."""
+    return _softmax_call(_kernels.SoftmaxOp.SOFTMAX, z, "z", None, None, axis, out)
+
+
+def log_softmax(z, axis=-1, out=None):
+    """(z - max) - log(sum(exp(z - max))) along `axis`."""
+    return _softmax_call(_kernels.SoftmaxOp.LOG_SOFTMAX, z, "z", None, None, axis, out)
+
+
+def softmax_backward(dp, p, axis=-1, out=None):
+    """dL/dz = p * (dp - sum(dp * p)) for p = softmax(z)."""
+    return _softmax_call(_kernels.SoftmaxOp.SOFTMAX_BACKWARD, dp, "dp", p, "p", axis, out)
+
+
+def log_softmax_backward(dlp, lp, axis=-1, out=None):
+    """dL/dz = dlp - exp(lp) * sum(dlp) for lp = log_softmax(z)."""
+    return _softmax_call(_kernels.SoftmaxOp.LOG_SOFTMAX_BACKWARD, dlp, "dlp", lp, "lp", axis, out)
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _labels(target, rows, classes, name="target"):
+    """Validated int64 labels of shape (rows,) in [0, classes)."""
+    labels = np.asarray(target)
+    if labels.shape != (rows,):
+        raise ValueError(f"{name}: expected integer labels of shape ({rows},), got {labels.shape}")
+    if labels.size:
+        bad = np.flatnonzero((labels < 0) | (labels >= classes))
+        if bad.size:
+            raise ValueError(f"{name}: label {labels[bad[0]]} at row {bad[0]} is outside [0, {classes})")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
+    """Fused softmax + cross-entropy: (loss, dlogits) in one pass per row.
+
+    target is integer labels of shape (m,) in [0, C) or probabilities of
+    shape (m, C). Label smoothing s mixes the target with the uniform
+    distribution, q = (1-s)*target + s/C, as PyTorch. dlogits is the
+    gradient of the returned loss: softmax(z) - q for each row (the course's
+    dz = yhat - y), divided by m for reduction="mean". The loss is a scalar
+    of logits' dtype for "mean"/"sum" and an (m,) array for "none".
+    """
+    logits = _float_array(logits, "logits")
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected a 2-D array (m, C), got shape {logits.shape}")
+    rows, classes = logits.shape
+    if classes < 1:
+        raise ValueError(f"logits: expected at least one class, got shape {logits.shape}")
+    if rows < 1:
+        raise ValueError(f"logits: expected at least one row, got shape {logits.shape}")
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
+    label_smoothing = _real(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing}")
+
+    target_arr = np.asarray(target)
+    grad_scale = 1.0 / rows if reduction == "mean" else 1.0
+    loss = np.empty(rows, np.float64)
+    dlogits = np.empty((rows, classes), logits.dtype)
+    flat_logits = _flat(logits)
+    if target_arr.dtype.kind in "iu":
+        _kernels.cross_entropy_labels(rows, classes, flat_logits, _labels(target_arr, rows, classes),
+                                      label_smoothing, grad_scale, loss, dlogits.reshape(-1),
+                                      get_num_threads())
+    elif target_arr.dtype.kind == "f" or target_arr.dtype.kind == "O":
+        probs = _float_array(target_arr, "target")
+        if probs.shape != logits.shape:
+            hint = " (integer class labels have shape (m,))" if probs.ndim == 1 else ""
+            raise ValueError(f"target: expected probabilities of shape {logits.shape}{hint}, "
+                             f"got {probs.shape}")
+        probs = probs.astype(logits.dtype, copy=False)
+        _kernels.cross_entropy_probs(rows, classes, flat_logits, _flat(probs), label_smoothing,
+                                     grad_scale, loss, dlogits.reshape(-1), get_num_threads())
+    else:
+        raise TypeError(f"target: expected integer labels or float probabilities, "
+                        f"got dtype {target_arr.dtype}")
+    if reduction == "none":
+        return loss.astype(logits.dtype), dlogits
+    total = loss.sum() / rows if reduction == "mean" else loss.sum()
+    return logits.dtype.type(total), dlogits
+
+
+def one_hot(labels, num_classes, dtype=np.float64):
+    """(m, num_classes) matrix with a 1 at each label's column."""
+    if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"num_classes: expected an int, got {type(num_classes).__name__}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes: expected an int >= 1, got {num_classes}")
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: expected integer labels, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels: expected a 1-D array, got shape {labels.shape}")
+    labels = _labels(labels, labels.shape[0], int(num_classes), name="labels")
+    encoded = np.zeros((labels.shape[0], int(num_classes)), dtype)
+    encoded[np.arange(labels.shape[0]), labels] = 1
+    return encoded
