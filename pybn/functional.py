@@ -336,7 +336,8 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
         raise TypeError(f"target: expected integer labels or float probabilities, "
                         f"got dtype {target_arr.dtype}")
     if reduction == "none":
-        return loss.astype(logits.dtype), dlogits
+        with np.errstate(over="ignore"):  # a loss beyond float32's range is inf
+            return loss.astype(logits.dtype), dlogits
     total = loss.sum() / rows if reduction == "mean" else loss.sum()
     return logits.dtype.type(total), dlogits
 

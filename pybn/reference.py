@@ -99,7 +99,10 @@ def log_softmax_backward(dlp, lp, axis=-1):
 
 
 def one_hot(labels, num_classes, dtype=np.float64):
-    return np.eye(num_classes, dtype=dtype)[np.asarray(labels)]
+    labels = np.asarray(labels)
+    encoded = np.zeros((labels.size, num_classes), dtype)
+    encoded[np.arange(labels.size), labels] = 1
+    return encoded
 
 
 def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):

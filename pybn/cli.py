@@ -1,0 +1,59 @@
+"""The `pybn` command (also `python -m pybn`): info, train, tune, bench.
+
+Each subcommand lives in its own module and registers itself here through
+an `add_parser(subparsers)` function, so this file only wires them up.
+"""
+import argparse
+import sys
+
+from . import __version__
+
+
+def _info(args):
+    from . import _kernels, get_num_threads
+    info = _kernels.build_info()
+    rows = [
+        ("pybn", __version__),
+        ("SIMD level", info["simd"]),
+        ("OpenMP", f"on (version {info['openmp_version']})" if info["openmp_version"] else "off"),
+        ("threads", f"{get_num_threads()} (OpenMP default {info['openmp_max_threads']})"),
+        ("compiler", info["compiler"]),
+        ("C flags", info["c_flags"] or "(none)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="pybn", description="Batch-norm and softmax kernels, "
+                                     "training and hyperparameter search.")
+    parser.add_argument("--version", action="version", version=f"pybn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="version, build flags, OpenMP threads, SIMD level")
+    info.set_defaults(func=_info)
+    for module in _subcommand_modules():
+        module.add_parser(sub)
+    return parser
+
+
+def _subcommand_modules():
+    import importlib
+    modules = []
+    for name in ("pybn.train_cli", "pybn.tune.cli", "pybn.bench"):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real missing dependency, not a missing subcommand
+                raise
+    return modules
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Shared test helpers: the one dtype-aware tolerance, comparisons and a
+finite-difference gradient check."""
+import numpy as np
+
+# Kernels and references both compute in double and round once, so they
+# agree to a few ulps of the output dtype; comparisons with PyTorch (which
+# computes float32 partly in float) get the same bound scaled by the data.
+_TOLERANCE = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-10}
+
+
+def tolerance(dtype):
+    """Relative (and, scaled by the data's magnitude, absolute) tolerance."""
+    return _TOLERANCE[np.dtype(dtype)]
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0, factor=1.0):
+    """Equal within the dtype's tolerance; NaN and inf must match exactly."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    tol = tolerance(dtype or actual.dtype) * factor
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, equal_nan=True)
+
+
+def numerical_directional_derivative(f, x, direction, h):
+    """4th-order central difference of the scalar f along `direction`."""
+    def at(t):
+        return f(x + t * direction)
+    return (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+
+
+def check_gradient(f, x, grad, rng, n_directions=4, h=1e-4, rtol=1e-6):
+    """grad == dF/dx for the scalar function f, along random directions
+    (float64 only: a float32 difference quotient is too coarse to judge)."""
+    x = np.asarray(x, np.float64)
+    for _ in range(n_directions):
+        v = rng.standard_normal(x.shape)
+        numeric = numerical_directional_derivative(f, x, v, h)
+        analytic = float(np.sum(grad * v))
+        assert abs(numeric - analytic) <= rtol * max(1.0, abs(numeric), abs(analytic)), (numeric, analytic)

@@ -1,0 +1,292 @@
+"""Batch-norm kernels against reference.py: dtypes, layouts, sizes, strides,
+threads, train/eval, gradients by finite differences, invariants, bad input."""
+import numpy as np
+import pytest
+
+import pybn
+from pybn import reference as ref
+from helpers import assert_close, check_gradient
+
+DTYPES = [np.float32, np.float64]
+
+# (shape, axis): 2-D to 5-D, channels first and channels last, odd sizes,
+# two rows, one channel, one column, large N.
+LAYOUTS = [
+    ((2, 3), 1),
+    ((5, 1), 1),
+    ((7, 13), 1),
+    ((256, 1024), 1),
+    ((3000, 5), -1),
+    ((100_000, 3), 1),
+    ((4, 3, 5), 1),
+    ((4, 3, 5), -1),
+    ((3, 5, 7, 9), 1),
+    ((3, 5, 7, 9), -1),
+    ((2, 3, 224, 17), 1),
+    ((2, 3, 4, 5, 6), 1),
+    ((2, 3, 4, 5, 6), 2),
+    ((1, 6, 2), 1),
+]
+
+
+def make_case(rng, shape, axis, dtype, offset=0.0, scale=1.0):
+    x = (rng.standard_normal(shape) * scale + offset).astype(dtype)
+    channels = shape[axis]
+    gamma = rng.uniform(0.5, 2.0, channels).astype(dtype)
+    beta = rng.standard_normal(channels).astype(dtype)
+    return x, gamma, beta
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", LAYOUTS)
+def test_training_forward_and_backward_match_reference(shape, axis, dtype, threads, rng):
+    x, gamma, beta = make_case(rng, shape, axis, dtype, offset=3.0, scale=2.0)
+    channels = shape[axis]
+    rm, rv = rng.standard_normal(channels).astype(dtype), np.ones(channels, dtype)
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+
+    y, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
+                                              momentum=0.2, axis=axis)
+    y_ref, mean_ref, invstd_ref = ref.batch_norm_forward(
+        x, gamma, beta, running_mean=rm_ref, running_var=rv_ref, momentum=0.2, axis=axis)
+    for got, want in ((y, y_ref), (mean, mean_ref), (invstd, invstd_ref), (rm, rm_ref), (rv, rv_ref)):
+        assert got.dtype == dtype
+        assert_close(got, want, scale=4.0)
+    assert y.flags.c_contiguous
+
+    dy = rng.standard_normal(shape).astype(dtype)
+    got = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, axis=axis)
+    want = ref.batch_norm_backward(dy, x, gamma, mean, invstd, axis=axis)
+    n = x.size // channels
+    for g, w, scale in zip(got, want, (1.0, np.sqrt(n), np.sqrt(n))):
+        assert g.dtype == dtype
+        assert_close(g, w, scale=scale * 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((7, 13), 1), ((3, 5, 7, 9), 1), ((3, 5, 7, 9), -1)])
+def test_eval_uses_running_statistics(shape, axis, dtype, threads, rng):
+    x, gamma, beta = make_case(rng, shape, axis, dtype)
+    channels = shape[axis]
+    rm = rng.standard_normal(channels).astype(dtype)
+    rv = rng.uniform(0.5, 2, channels).astype(dtype)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
+                                              training=False, axis=axis)
+    y_ref, _, invstd_ref = ref.batch_norm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
+                                                  training=False, axis=axis)
+    assert_close(y, y_ref, scale=4)
+    np.testing.assert_array_equal(mean, rm0)
+    assert_close(invstd, invstd_ref)
+    np.testing.assert_array_equal(rm, rm0)  # eval never touches them
+    np.testing.assert_array_equal(rv, rv0)
+
+    dy = rng.standard_normal(shape).astype(dtype)
+    got = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, training=False, axis=axis)
+    want = ref.batch_norm_backward(dy, x, gamma, mean, invstd, training=False, axis=axis)
+    for g, w in zip(got, want):
+        assert_close(g, w, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_affine_means_gamma_one_beta_zero(dtype, rng):
+    x, _, _ = make_case(rng, (6, 4, 3), 1, dtype)
+    y, mean, invstd = pybn.batch_norm_forward(x)
+    y1, _, _ = pybn.batch_norm_forward(x, np.ones(4, dtype), np.zeros(4, dtype))
+    np.testing.assert_array_equal(y, y1)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    for a, b in zip(pybn.batch_norm_backward(dy, x, None, mean, invstd),
+                    pybn.batch_norm_backward(dy, x, np.ones(4, dtype), mean, invstd)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normalized_output_has_zero_mean_unit_variance(dtype, rng):
+    x, _, _ = make_case(rng, (64, 8, 5), 1, dtype, offset=10, scale=3)
+    y, _, _ = pybn.batch_norm_forward(x, eps=1e-12)
+    assert_close(y.mean(axis=(0, 2)), np.zeros(8), dtype, factor=10)
+    assert_close(y.var(axis=(0, 2)), np.ones(8), dtype, factor=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_mean_statistics_do_not_cancel(dtype, rng):
+    # E[x^2] - E[x]^2 would lose every digit of a unit variance at mean 1e4
+    # in float32; two passes in double keep them.
+    x = (1e4 + rng.standard_normal((4096, 3))).astype(dtype)
+    xd = x.astype(np.float64)
+    y, mean, invstd = pybn.batch_norm_forward(x, eps=1e-12)
+    assert_close(mean, xd.mean(axis=0).astype(dtype))
+    assert_close(invstd, (1 / xd.std(axis=0)).astype(dtype), factor=2)
+    assert_close(y, ((xd - xd.mean(0)) / xd.std(0)).astype(dtype), scale=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_training_dx_sums_to_zero_per_channel(dtype, rng):
+    x, gamma, _ = make_case(rng, (32, 6, 4), 1, dtype)
+    _, mean, invstd = pybn.batch_norm_forward(x, gamma)
+    dx, _, _ = pybn.batch_norm_backward(rng.standard_normal(x.shape).astype(dtype), x, gamma, mean, invstd)
+    assert_close(dx.sum(axis=(0, 2)), np.zeros(6), dtype, factor=100)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape,axis", [((5, 4), 1), ((3, 4, 2, 3), 1), ((3, 2, 2, 4), -1)])
+def test_gradients_match_finite_differences(shape, axis, training, rng):
+    x = rng.standard_normal(shape) * 2 + 1
+    channels = shape[axis]
+    gamma = rng.uniform(0.5, 2, channels)
+    beta = rng.standard_normal(channels)
+    rm, rv = rng.standard_normal(channels), rng.uniform(0.5, 2, channels)
+    w = rng.standard_normal(shape)  # L = sum(w * y)
+    kw = dict(training=training, axis=axis, running_mean=None if training else rm,
+              running_var=None if training else rv)
+
+    def loss(x_, g_=gamma, b_=beta):
+        return float(np.sum(w * pybn.batch_norm_forward(x_, g_, b_, **kw).y))
+
+    _, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, **kw)
+    dx, dgamma, dbeta = pybn.batch_norm_backward(w, x, gamma, mean, invstd, training=training, axis=axis)
+    check_gradient(loss, x, dx, rng)
+    check_gradient(lambda g: loss(x, g_=g), gamma, dgamma, rng)
+    check_gradient(lambda b: loss(x, b_=b), beta, dbeta, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_and_readonly_inputs(dtype, threads, rng):
+    base = rng.standard_normal((40, 12, 9)).astype(dtype)
+    x = base[::2, ::3, 1::2]  # non-contiguous in every axis
+    gamma = rng.standard_normal(8).astype(dtype)[::2]
+    x_ro = x.copy()
+    x_ro.flags.writeable = False
+    rm = np.zeros((4, 2), dtype)[:, 0]  # strided running stats: updated in place all the same
+    rv = np.ones((4, 2), dtype)[:, 0]
+    y, mean, invstd = pybn.batch_norm_forward(x, gamma, running_mean=rm, running_var=rv)
+    y_ro, _, _ = pybn.batch_norm_forward(x_ro, gamma)
+    y_ref, mean_ref, _ = ref.batch_norm_forward(np.ascontiguousarray(x), gamma)
+    assert_close(y, y_ref, scale=4)
+    np.testing.assert_array_equal(y, y_ro)
+    assert_close(rm, 0.1 * mean_ref)
+    dy = rng.standard_normal((40, 12, 9)).astype(dtype)[::2, ::3, 1::2]
+    got = pybn.batch_norm_backward(dy, x_ro, gamma, mean, invstd)
+    want = ref.batch_norm_backward(dy, x, gamma, mean, invstd)
+    for g, w in zip(got, want):
+        assert_close(g, w, scale=10)
+
+
+def test_integer_input_is_computed_in_float64():
+    x = np.arange(12).reshape(4, 3)
+    y, mean, _ = pybn.batch_norm_forward(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(mean, [4.5, 5.5, 6.5])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_receives_result(dtype, rng):
+    x, gamma, beta = make_case(rng, (8, 3, 4), 1, dtype)
+    out = np.empty_like(x)
+    y, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, out=out)
+    assert y is out
+    np.testing.assert_array_equal(out, pybn.batch_norm_forward(x, gamma, beta).y)
+    # a strided out= and an out= that is x itself (in place) also work
+    big = np.empty((8, 3, 8), dtype)
+    strided = big[:, :, ::2]
+    pybn.batch_norm_forward(x, gamma, beta, out=strided)
+    np.testing.assert_array_equal(strided, out)
+    x_in_place = x.copy()
+    pybn.batch_norm_forward(x_in_place, gamma, beta, out=x_in_place)
+    np.testing.assert_array_equal(x_in_place, out)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dx_out = np.empty_like(x)
+    dx, _, _ = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, out=dx_out)
+    assert dx is dx_out
+    assert np.shares_memory(dx, dx_out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_propagate_to_their_channel(dtype, value, rng):
+    x = rng.standard_normal((16, 3)).astype(dtype)
+    x[5, 1] = value
+    y, mean, _ = pybn.batch_norm_forward(x)
+    assert np.isnan(y[:, 1]).all() or np.isinf(mean[1])
+    assert np.isfinite(y[:, [0, 2]]).all()
+
+
+# ---- bad input ------------------------------------------------------------------
+
+def _x():
+    return np.ones((4, 3), np.float32) + np.arange(12, dtype=np.float32).reshape(4, 3)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(x=np.ones(3)), ValueError, "x: expected an array with at least 2 dimensions"),
+    (dict(x=np.ones((0, 3))), ValueError, "x: expected at least one value per channel"),
+    (dict(x=np.ones((1, 3))), ValueError, "more than 1 value per channel when training"),
+    (dict(x=np.ones((4, 3), bool)), TypeError, "x: expected a float32 or float64"),
+    (dict(x=np.ones((4, 3), complex)), TypeError, "x: expected a float32 or float64"),
+    (dict(x=np.array([["a", "b"], ["c", "d"]])), TypeError, "x: expected a float32 or float64"),
+    (dict(gamma=np.ones(4)), ValueError, r"gamma: expected shape \(3,\)"),
+    (dict(beta=np.ones((3, 1))), ValueError, r"beta: expected shape \(3,\)"),
+    (dict(axis=2), ValueError, "axis: 2 is out of range"),
+    (dict(axis=-3), ValueError, "axis: -3 is out of range"),
+    (dict(axis=1.0), TypeError, "axis: expected an int"),
+    (dict(eps=0.0), ValueError, "eps: expected a finite number > 0"),
+    (dict(eps=-1e-5), ValueError, "eps"),
+    (dict(eps=np.nan), ValueError, "eps"),
+    (dict(eps=np.inf), ValueError, "eps"),
+    (dict(eps="1e-5"), TypeError, "eps: expected a real number"),
+    (dict(momentum=1.5), ValueError, r"momentum: expected a number in \[0, 1\]"),
+    (dict(momentum=-0.1), ValueError, "momentum"),
+    (dict(momentum=np.nan), ValueError, "momentum"),
+    (dict(training=False), ValueError, "running_mean, running_var: both are required"),
+    (dict(running_mean=np.zeros(3, np.float64), running_var=np.ones(3, np.float32)),
+     TypeError, "running_mean: expected dtype float32"),
+    (dict(running_mean=np.zeros(4, np.float32)), ValueError, r"running_mean: expected shape \(3,\)"),
+    (dict(running_mean=[0.0, 0.0, 0.0]), TypeError, "running_mean: expected a numpy array"),
+    (dict(out=np.empty((4, 3), np.float64)), ValueError, "out: expected shape"),
+    (dict(out=np.empty((3, 4), np.float32)), ValueError, "out: expected shape"),
+    (dict(out=[[0.0] * 3] * 4), TypeError, "out: expected a numpy array"),
+])
+def test_forward_bad_input(kwargs, exc, match):
+    x = kwargs.pop("x", _x())
+    with pytest.raises(exc, match=match):
+        pybn.batch_norm_forward(x, **kwargs)
+
+
+def test_forward_read_only_running_stats_and_out_are_rejected():
+    ro = np.zeros(3, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="running_var: expected a writeable array"):
+        pybn.batch_norm_forward(_x(), running_mean=np.zeros(3, np.float32), running_var=ro)
+    out = np.empty((4, 3), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out: expected a writeable array"):
+        pybn.batch_norm_forward(_x(), out=out)
+    # read-only running stats are fine in eval: they are only read
+    pybn.batch_norm_forward(_x(), running_mean=ro, running_var=ro + 1, training=False)
+
+
+def test_backward_bad_input():
+    x = _x()
+    _, mean, invstd = pybn.batch_norm_forward(x)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(4, 3\) like x"):
+        pybn.batch_norm_backward(np.ones((3, 4), np.float32), x, None, mean, invstd)
+    with pytest.raises(TypeError, match="dy: expected dtype float32"):
+        pybn.batch_norm_backward(np.ones((4, 3)), x, None, mean, invstd)
+    with pytest.raises(ValueError, match=r"invstd: expected shape \(3,\)"):
+        pybn.batch_norm_backward(np.ones_like(x), x, None, mean, invstd[:2])
+    with pytest.raises(ValueError, match="mean, invstd: both are required"):
+        pybn.batch_norm_backward(np.ones_like(x), x, None, None, invstd)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        pybn.batch_norm_backward(np.ones_like(x), x, None, mean, invstd, out=np.empty(3, np.float32))
+
+
+def test_kernel_layer_rejects_bad_sizes_with_status_not_crash():
+    from pybn import _kernels
+    x = np.ones(6, np.float32)
+    y, m, s = np.empty(6, np.float32), np.empty(3, np.float32), np.empty(3, np.float32)
+    with pytest.raises(ValueError, match="rejected its arguments"):
+        _kernels.batchnorm_forward_train(1, 3, 1, x, None, None, 0.1, 1e-5, None, None, y, m, s, 1)
+    with pytest.raises(ValueError, match="rejected its arguments"):
+        _kernels.batchnorm_forward_train(2, 3, 1, x, None, None, 0.1, -1.0, None, None, y, m, s, 1)
+    with pytest.raises(ValueError, match="rejected its arguments"):
+        _kernels.batchnorm_forward_train(2**62, 2**62, 1, x, None, None, 0.1, 1e-5, None, None, y, m, s, 1)

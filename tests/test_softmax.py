@@ -1,0 +1,243 @@
+"""Softmax-family kernels against reference.py: dtypes, axes, class counts,
+strides, threads, extreme values, gradients, invariants and bad input."""
+import numpy as np
+import pytest
+
+import pybn
+from pybn import reference as ref
+from helpers import assert_close, check_gradient
+
+DTYPES = [np.float32, np.float64]
+
+SHAPES_AXES = [
+    ((1,), -1),
+    ((5,), 0),
+    ((1, 1), -1),
+    ((1, 7), -1),
+    ((3, 2), -1),
+    ((64, 10), -1),
+    ((8, 1000), -1),
+    ((2, 50_000), -1),
+    ((3000, 3), -1),
+    ((10, 3), 0),
+    ((4, 6, 5), 1),
+    ((4, 6, 130), 1),
+    ((2, 3, 4, 5), 2),
+    ((2, 3, 4, 5), 0),
+]
+
+FORWARD_OPS = [("softmax", pybn.softmax, ref.softmax), ("log_softmax", pybn.log_softmax, ref.log_softmax)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+@pytest.mark.parametrize("name,op,op_ref", FORWARD_OPS, ids=[f[0] for f in FORWARD_OPS])
+def test_forward_matches_reference(name, op, op_ref, shape, axis, dtype, threads, rng):
+    z = (rng.standard_normal(shape) * 5).astype(dtype)
+    got = op(z, axis=axis)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, op_ref(z, axis=axis), scale=10 if name == "log_softmax" else 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+def test_backward_matches_reference(shape, axis, dtype, threads, rng):
+    z = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    p = pybn.softmax(z, axis=axis)
+    lp = pybn.log_softmax(z, axis=axis)
+    assert_close(pybn.softmax_backward(g, p, axis=axis), ref.softmax_backward(g, p, axis=axis), scale=4)
+    assert_close(pybn.log_softmax_backward(g, lp, axis=axis),
+                 ref.log_softmax_backward(g, lp, axis=axis), scale=4 * np.sqrt(shape[axis]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_invariants_rows_sum_to_one_and_shift_invariance(dtype, rng):
+    z = (rng.standard_normal((50, 33)) * 4).astype(dtype)
+    p = pybn.softmax(z)
+    assert_close(p.sum(axis=1), np.ones(50, dtype), factor=4)
+    assert_close(pybn.softmax(z + dtype(100)), p, factor=200)
+    assert_close(np.exp(pybn.log_softmax(z).astype(np.float64)), p.astype(np.float64), dtype, factor=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_extreme_values(dtype):
+    big = np.finfo(dtype).max
+    z = np.array([
+        [1e4, -1e4, 0.0],          # large but representable: exact one-hot
+        [big, big, -big],           # max float: no overflow, two equal halves
+        [-np.inf, 0.0, 0.0],        # -inf entry: probability 0
+        [-np.inf, -np.inf, -np.inf],  # all -inf: NaN (as PyTorch)
+        [np.inf, 0.0, 1.0],         # +inf: NaN
+        [np.nan, 0.0, 1.0],         # NaN: NaN
+        [-big, -big, -big],         # uniform
+    ], dtype)
+    p = pybn.softmax(z)
+    lp = pybn.log_softmax(z)
+    np.testing.assert_array_equal(p[0], [1, 0, 0])
+    np.testing.assert_array_equal(lp[0], [0, -2e4, -1e4])
+    np.testing.assert_array_equal(p[1], [0.5, 0.5, 0])
+    assert_close(lp[1, :2], [np.log(0.5)] * 2)
+    np.testing.assert_array_equal(p[2], [0, 0.5, 0.5])
+    assert lp[2, 0] == -np.inf
+    for row in (3, 4, 5):
+        assert np.isnan(p[row]).all() and np.isnan(lp[row]).all()
+    assert_close(p[6], [1 / 3] * 3)
+    assert np.isfinite(p[[0, 1, 2, 6]]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_readonly_and_out(dtype, threads, rng):
+    z = rng.standard_normal((30, 40)).astype(dtype)[::3, ::2]
+    ro = np.ascontiguousarray(z)
+    ro.flags.writeable = False
+    want = ref.softmax(np.ascontiguousarray(z))
+    assert_close(pybn.softmax(z), want)
+    np.testing.assert_array_equal(pybn.softmax(ro), pybn.softmax(z))
+    out = np.empty(z.shape, dtype)
+    assert pybn.softmax(z, out=out) is out
+    assert_close(out, want)
+    strided_out = np.empty((10, 40), dtype)[:, ::2]
+    pybn.log_softmax(z, out=strided_out)
+    assert_close(strided_out, ref.log_softmax(np.ascontiguousarray(z)), scale=10)
+    in_place = np.array(z)
+    pybn.softmax(in_place, out=in_place)
+    assert_close(in_place, want)
+    dz_out = np.empty(z.shape, dtype)
+    assert pybn.softmax_backward(z, want, out=dz_out) is dz_out
+
+
+def test_empty_arrays_give_empty_results():
+    assert pybn.softmax(np.empty((0, 5))).shape == (0, 5)
+    assert pybn.log_softmax(np.empty((3, 0)), axis=1).shape == (3, 0)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 5), -1), ((3, 4, 2), 1), ((6, 3), 0)])
+def test_gradients_match_finite_differences(shape, axis, rng):
+    z = rng.standard_normal(shape)
+    w = rng.standard_normal(shape)
+    check_gradient(lambda z_: float(np.sum(w * pybn.softmax(z_, axis=axis))), z,
+                   pybn.softmax_backward(w, pybn.softmax(z, axis=axis), axis=axis), rng)
+    check_gradient(lambda z_: float(np.sum(w * pybn.log_softmax(z_, axis=axis))), z,
+                   pybn.log_softmax_backward(w, pybn.log_softmax(z, axis=axis), axis=axis), rng)
+
+
+# ---- fused cross-entropy ------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 2), (64, 10), (8, 1000), (2, 50_000), (3000, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+def test_cross_entropy_matches_reference(shape, reduction, smoothing, dtype, threads, rng):
+    z = (rng.standard_normal(shape) * 3).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    probs = rng.dirichlet(np.ones(shape[1]), size=shape[0]).astype(dtype)
+    for target in (labels, probs):
+        loss, dz = pybn.softmax_cross_entropy(z, target, reduction=reduction, label_smoothing=smoothing)
+        loss_ref, dz_ref = ref.softmax_cross_entropy(z, target, reduction=reduction,
+                                                     label_smoothing=smoothing)
+        assert np.asarray(loss).dtype == dtype and dz.dtype == dtype
+        assert_close(loss, loss_ref, scale=10)
+        assert_close(dz, dz_ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_is_logsumexp_minus_target_logit(dtype, rng):
+    z = (rng.standard_normal((20, 7)) * 3).astype(dtype)
+    y = rng.integers(0, 7, 20)
+    loss, dz = pybn.softmax_cross_entropy(z, y, reduction="none")
+    zd = z.astype(np.float64)
+    lse = np.log(np.exp(zd).sum(1))
+    assert_close(loss, (lse - zd[np.arange(20), y]).astype(dtype), scale=10)
+    # dz = yhat - y: the course's gradient, rows sum to zero
+    assert_close(dz, (pybn.softmax(z).astype(np.float64) - pybn.one_hot(y, 7)).astype(dtype))
+    assert_close(dz.sum(1), np.zeros(20, dtype), factor=10)
+
+
+def test_cross_entropy_extreme_logits():
+    z = np.array([[1e4, -1e4, 0], [-np.inf, 0, 0], [3e38, -3e38, 0]], np.float32)
+    loss, dz = pybn.softmax_cross_entropy(z, np.array([0, 1, 2]), reduction="none")
+    np.testing.assert_array_equal(loss[0], 0)
+    assert_close(loss[1], np.log(2))
+    assert loss[2] == np.float32(3e38)
+    assert np.isfinite(dz).all()
+    # smoothing puts mass on the -inf logit: an infinite loss, as PyTorch
+    loss, _ = pybn.softmax_cross_entropy(z[1:2], np.array([1]), label_smoothing=0.1)
+    assert loss == np.inf
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("probabilities", [False, True])
+def test_cross_entropy_gradient_matches_finite_differences(smoothing, probabilities, rng):
+    z = rng.standard_normal((6, 4)) * 2
+    target = rng.dirichlet(np.ones(4), 6) if probabilities else rng.integers(0, 4, 6)
+    _, dz = pybn.softmax_cross_entropy(z, target, label_smoothing=smoothing)
+    check_gradient(lambda z_: float(pybn.softmax_cross_entropy(z_, target, label_smoothing=smoothing)[0]),
+                   z, dz, rng)
+
+
+def test_one_hot():
+    np.testing.assert_array_equal(pybn.one_hot([2, 0], 3), [[0, 0, 1], [1, 0, 0]])
+    assert pybn.one_hot(np.array([1]), 2, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match=r"labels: label 3 at row 1 is outside \[0, 3\)"):
+        pybn.one_hot([0, 3], 3)
+    with pytest.raises(ValueError, match="num_classes: expected an int >= 1"):
+        pybn.one_hot([0], 0)
+    with pytest.raises(TypeError, match="labels: expected integer labels"):
+        pybn.one_hot([0.5], 2)
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", [pybn.softmax, pybn.log_softmax])
+def test_softmax_bad_input(op):
+    with pytest.raises(ValueError, match="z: expected an array with at least 1 dimension"):
+        op(np.float64(1.0))
+    with pytest.raises(ValueError, match="axis: 2 is out of range"):
+        op(np.ones((2, 2)), axis=2)
+    with pytest.raises(TypeError, match="axis: expected an int"):
+        op(np.ones((2, 2)), axis=None)
+    with pytest.raises(TypeError, match="z: expected a float32 or float64"):
+        op(np.ones((2, 2), bool))
+    with pytest.raises(TypeError, match="z: expected a float32 or float64"):
+        op(np.ones((2, 2), np.complex128))
+    with pytest.raises(ValueError, match="out: expected shape"):
+        op(np.ones((2, 2)), out=np.empty((2, 2), np.float32))
+    with pytest.raises(TypeError, match="out: expected a numpy array"):
+        op(np.ones((2, 2)), out=[[0, 0], [0, 0]])
+
+
+def test_softmax_backward_bad_input():
+    with pytest.raises(ValueError, match=r"p: expected shape \(2, 3\) like dp"):
+        pybn.softmax_backward(np.ones((2, 3)), np.ones((3, 2)))
+    with pytest.raises(TypeError, match="lp: expected dtype float64"):
+        pybn.log_softmax_backward(np.ones((2, 3)), np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("logits,target,kwargs,exc,match", [
+    (np.zeros((3, 4)), np.array([0, 4, 1]), {}, ValueError, r"target: label 4 at row 1 is outside \[0, 4\)"),
+    (np.zeros((3, 4)), np.array([0, -1, 1]), {}, ValueError, "target: label -1 at row 1"),
+    (np.zeros((3, 4)), np.array([0, 1]), {}, ValueError, r"target: expected integer labels of shape \(3,\)"),
+    (np.zeros((3, 4)), np.array([0.0, 1.0, 2.0]), {}, ValueError,
+     r"target: expected probabilities of shape \(3, 4\) \(integer class labels have shape \(m,\)\)"),
+    (np.zeros((3, 4)), np.zeros((3, 5)), {}, ValueError, r"target: expected probabilities of shape \(3, 4\)"),
+    (np.zeros((3, 4)), np.array([True, False, True]), {}, TypeError, "target: expected integer labels or float"),
+    (np.zeros((3, 4)), np.array([0, 1, 2]), {"reduction": "avg"}, ValueError, "reduction: expected one of"),
+    (np.zeros((3, 4)), np.array([0, 1, 2]), {"label_smoothing": 1.5}, ValueError,
+     r"label_smoothing: expected a number in \[0, 1\]"),
+    (np.zeros((3, 4)), np.array([0, 1, 2]), {"label_smoothing": -0.1}, ValueError, "label_smoothing"),
+    (np.zeros((3, 0)), np.array([0, 1, 2]), {}, ValueError, "logits: expected at least one class"),
+    (np.zeros((0, 3)), np.array([], int), {}, ValueError, "logits: expected at least one row"),
+    (np.zeros(4), np.array([0]), {}, ValueError, r"logits: expected a 2-D array \(m, C\)"),
+    (np.zeros((3, 4), complex), np.array([0, 1, 2]), {}, TypeError, "logits: expected a float32 or float64"),
+])
+def test_cross_entropy_bad_input(logits, target, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        pybn.softmax_cross_entropy(logits, target, **kwargs)
+
+
+def test_kernel_layer_rejects_bad_labels_with_status_not_crash():
+    from pybn import _kernels
+    loss = np.empty(2)
+    with pytest.raises(ValueError, match=r"label 9 at row 1 is outside \[0, 3\)"):
+        _kernels.cross_entropy_labels(2, 3, np.zeros(6), np.array([0, 9]), 0.0, 1.0, loss, None, 1)
