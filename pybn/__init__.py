@@ -13,9 +13,23 @@ from .functional import (
     softmax_cross_entropy,
 )
 
+from . import datasets, nn, optim, train
+
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # Heavier parts load on first use: BNClassifier imports scikit-learn.
+    import importlib
+    if name == "BNClassifier":
+        return importlib.import_module(".sklearn", __name__).BNClassifier
+    if name in ("tune", "sklearn", "plot", "bench"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pybn' has no attribute {name!r}")
+
+
 __all__ = [
+    "BNClassifier",
     "BatchNormOutput",
     "batch_norm_backward",
     "batch_norm_forward",

@@ -6,7 +6,7 @@ an `add_parser(subparsers)` function, so this file only wires them up.
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, train_cli
 
 
 def _info(args):
@@ -33,21 +33,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="version, build flags, OpenMP threads, SIMD level")
     info.set_defaults(func=_info)
-    for module in _subcommand_modules():
+    for module in (train_cli,):
         module.add_parser(sub)
     return parser
-
-
-def _subcommand_modules():
-    import importlib
-    modules = []
-    for name in ("pybn.train_cli", "pybn.tune.cli", "pybn.bench"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency, not a missing subcommand
-                raise
-    return modules
 
 
 def main(argv=None):

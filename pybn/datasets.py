@@ -1,0 +1,65 @@
+"""Data for training and benchmarks: scikit-learn's bundled digits (no
+download), user .npz files, and synthetic classification problems; with
+train/validation/test splits standardized by training statistics only."""
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Split", "load_digits", "load_npz", "make_synthetic", "split_standardize"]
+
+
+class Split(NamedTuple):
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_digits():
+    """(X, y): the 1797 8x8 handwritten digits bundled with scikit-learn."""
+    from sklearn.datasets import load_digits as sk_load_digits
+    data = sk_load_digits()
+    return data.data.astype(np.float64), data.target.astype(np.int64)
+
+
+def load_npz(path):
+    """(X, y) from an .npz holding arrays X (m, n) and integer labels y (m,)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"X", "y"} - set(data.files)
+            if missing:
+                raise ValueError(f"data: {path} lacks arrays {sorted(missing)} (expected X and y)")
+            X, y = data["X"], data["y"]
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"data: cannot read {path} as .npz: {exc}") from exc
+    if X.ndim != 2 or X.dtype.kind not in "fiu":
+        raise ValueError(f"data: X must be a 2-D numeric array, got shape {X.shape} dtype {X.dtype}")
+    if y.shape != (X.shape[0],) or y.dtype.kind not in "iu":
+        raise ValueError(f"data: y must be integer labels of shape ({X.shape[0]},), got {y.shape} {y.dtype}")
+    return X.astype(np.float64), y.astype(np.int64)
+
+
+def make_synthetic(n_samples=2000, n_features=64, n_classes=10, seed=0):
+    """A seeded synthetic classification problem (scikit-learn's generator)."""
+    from sklearn.datasets import make_classification
+    X, y = make_classification(n_samples=n_samples, n_features=n_features,
+                               n_informative=min(n_features, max(2, n_features // 2)),
+                               n_classes=n_classes, n_clusters_per_class=1, random_state=seed)
+    return X.astype(np.float64), y.astype(np.int64)
+
+
+def split_standardize(X, y, val_size=0.15, test_size=0.15, seed=0):
+    """Stratified train/validation/test split; each part standardized with
+    the training mean and standard deviation (constant features get 1)."""
+    from sklearn.model_selection import train_test_split
+    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, random_state=seed,
+                                                      stratify=y)
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=val_size / (1.0 - test_size), random_state=seed, stratify=y_rest)
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0] = 1.0
+    return Split(*(((X_part - mean) / std) if i % 2 == 0 else X_part
+                   for i, X_part in enumerate((X_train, y_train, X_val, y_val, X_test, y_test))))

@@ -1,0 +1,286 @@
+"""fit(): mini-batch training with validation, history, callbacks and
+checkpoints; build_mlp() and the .npz checkpoint format (never pickle).
+
+Epoch e shuffles with a Generator seeded by (seed, e), so a run resumed from
+a checkpoint at epoch e draws exactly the mini-batches the uninterrupted
+run would have drawn, and ends with bitwise the same weights.
+"""
+import json
+import math
+import os
+import pathlib
+import tempfile
+from typing import NamedTuple
+
+import numpy as np
+
+from . import nn, optim
+
+__all__ = ["TrainingDiverged", "build_mlp", "build_optimizer", "fit", "evaluate", "History",
+           "EarlyStopping", "Checkpoint", "LearningRateChange", "save_checkpoint",
+           "load_checkpoint", "LoadedCheckpoint"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: training stopped rather than go on
+    producing garbage."""
+
+
+# ---- models and optimizers from plain configs ------------------------------------
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def build_mlp(n_features, n_classes, hidden=(128, 64), batch_norm=True, activation="relu",
+              seed=0, momentum=0.1):
+    """Dense -> [BatchNorm] -> activation, for each hidden width, then a
+    Dense to the logits. Dense layers before a BatchNorm have no bias (beta
+    replaces it). The config is kept on the model so checkpoints can rebuild
+    it."""
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    hidden = [int(h) for h in hidden]
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden: expected widths >= 1, got {hidden}")
+    rng = np.random.default_rng(seed)
+    init = "he" if activation == "relu" else "xavier"
+    layers, width = [], n_features
+    for h in hidden:
+        layers.append(nn.Dense(width, h, bias=not batch_norm, init=init, rng=rng))
+        if batch_norm:
+            layers.append(nn.BatchNorm(h, momentum=momentum))
+        layers.append(_ACTIVATIONS[activation]())
+        width = h
+    layers.append(nn.Dense(width, n_classes, init="xavier", rng=rng))
+    model = nn.Sequential(*layers)
+    model.config = dict(n_features=int(n_features), n_classes=int(n_classes), hidden=hidden,
+                        batch_norm=bool(batch_norm), activation=activation, seed=int(seed),
+                        momentum=float(momentum))
+    return model
+
+
+_OPTIMIZERS = {"sgd": optim.SGD, "rmsprop": optim.RMSprop, "adam": optim.Adam}
+
+
+def build_optimizer(name, params, **hyperparameters):
+    """optim.SGD / RMSprop / Adam by name ("sgd", "rmsprop", "adam")."""
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {sorted(_OPTIMIZERS)}, got {name!r}")
+    optimizer = _OPTIMIZERS[name](params, **hyperparameters)
+    optimizer.config = dict(name=name, **hyperparameters)
+    return optimizer
+
+
+# ---- training ----------------------------------------------------------------------
+
+
+class History(list):
+    """One dict of logs per epoch; `history["val_accuracy"]` gives a column."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return [logs.get(key) for logs in self]
+        return super().__getitem__(key)
+
+
+def _batches(order, batch_size):
+    """Mini-batch index arrays; a last batch of one example joins the one
+    before it (batch norm needs two values per feature)."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = np.concatenate(batches[-2:])
+        batches.pop()
+    return batches
+
+
+def evaluate(model, X, y, loss=None, batch_size=4096):
+    """(mean loss, accuracy) of the model in eval mode."""
+    loss = loss or nn.SoftmaxCrossEntropy()
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    for start in range(0, len(X), batch_size):
+        logits = model.forward(X[start:start + batch_size])
+        yb = y[start:start + batch_size]
+        total += loss(logits, yb) * len(yb)
+        correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+    model.train(was_training)
+    return total / len(X), correct / len(X)
+
+
+def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, seed=0,
+        loss=None, schedule=None, callbacks=(), start_epoch=0, history=None, progress=False):
+    """Train for epochs [start_epoch, epochs). Returns the History.
+
+    Each epoch logs loss/accuracy (over the epoch's mini-batches), val_loss/
+    val_accuracy (eval mode, when validation_data is given) and lr. A
+    callback's on_epoch_end(epoch, logs, model, optimizer) may return True
+    to stop. Raises TrainingDiverged when the loss is not finite.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X, y: expected X (m, n) and y (m,), got {X.shape} and {np.shape(y)}")
+    loss = loss or nn.SoftmaxCrossEntropy()
+    history = History() if history is None else history
+    if schedule is not None:
+        schedule.epoch = start_epoch
+        optimizer.lr = schedule.lr_at(start_epoch)
+    bar = _progress(range(start_epoch, epochs), progress)
+    for epoch in bar:
+        model.train()
+        order = np.random.default_rng([seed, epoch]).permutation(len(X))
+        total, correct = 0.0, 0
+        for number, idx in enumerate(_batches(order, batch_size)):
+            logits = model.forward(X[idx])
+            value = loss(logits, y[idx])
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at epoch {epoch}, mini-batch {number} "
+                                       f"(lr={optimizer.lr:g}): training stopped; try a lower "
+                                       "learning rate")
+            model.backward(loss.backward())
+            optimizer.step()
+            total += value * len(idx)
+            correct += int(np.sum(np.argmax(logits, axis=1) == y[idx]))
+        logs = {"epoch": epoch, "loss": total / len(X), "accuracy": correct / len(X),
+                "lr": optimizer.lr}
+        if validation_data is not None:
+            logs["val_loss"], logs["val_accuracy"] = evaluate(model, *validation_data, loss=loss)
+        if schedule is not None:
+            schedule.step()
+        history.append(logs)
+        if progress:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k != "epoch"})
+        stop = False
+        for callback in callbacks:
+            stop = bool(callback.on_epoch_end(epoch, logs, model, optimizer)) or stop
+        if stop:
+            break
+    return history
+
+
+def _progress(iterable, enabled):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc="epochs", unit="epoch", dynamic_ncols=True)
+
+
+# ---- callbacks ---------------------------------------------------------------------
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by min_delta for `patience`
+    epochs; optionally restore the best weights."""
+
+    def __init__(self, monitor="val_loss", patience=10, min_delta=0.0, restore_best=True):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.restore_best = restore_best
+        self.sign = 1.0 if "loss" in monitor else -1.0  # minimize losses, maximize the rest
+        self.best, self.best_state, self.wait = math.inf, None, 0
+
+    def on_epoch_end(self, epoch, logs, model, optimizer):
+        value = logs.get(self.monitor)
+        if value is None:
+            raise ValueError(f"monitor: {self.monitor!r} is not logged (logged: {sorted(logs)})")
+        if self.sign * value < self.best - self.min_delta:
+            self.best, self.wait = self.sign * value, 0
+            if self.restore_best:
+                self.best_state = model.state_dict()
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            if self.best_state is not None:
+                model.load_state_dict(self.best_state)
+            return True
+        return False
+
+
+class Checkpoint:
+    """Save model + optimizer to DIR/epoch-NNNN.npz and DIR/last.npz after
+    every epoch (the panda's safety net)."""
+
+    def __init__(self, directory, history=None, extra=None):
+        self.directory = pathlib.Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.history, self.extra = history, extra or {}
+
+    def on_epoch_end(self, epoch, logs, model, optimizer):
+        path = self.directory / f"epoch-{epoch + 1:04d}.npz"
+        save_checkpoint(path, model, optimizer, epoch=epoch + 1, history=self.history, extra=self.extra)
+        save_checkpoint(self.directory / "last.npz", model, optimizer, epoch=epoch + 1,
+                        history=self.history, extra=self.extra)
+        return False
+
+
+class LearningRateChange:
+    """Set the learning rate at given epochs: LearningRateChange({10: 1e-4})."""
+
+    def __init__(self, at):
+        self.at = dict(at)
+
+    def on_epoch_end(self, epoch, logs, model, optimizer):
+        if epoch + 1 in self.at:
+            optimizer.lr = float(self.at[epoch + 1])
+        return False
+
+
+# ---- checkpoints -------------------------------------------------------------------
+
+
+class LoadedCheckpoint(NamedTuple):
+    model: nn.Sequential
+    optimizer: optim.Optimizer
+    epoch: int
+    history: History
+    extra: dict
+
+
+def save_checkpoint(path, model, optimizer=None, *, epoch=0, history=None, extra=None):
+    """Write model (and optimizer) state to an .npz, atomically: a crash
+    mid-write leaves the previous file intact."""
+    meta = {"format": "pybn-checkpoint-1", "model": getattr(model, "config", None),
+            "optimizer": getattr(optimizer, "config", None), "epoch": int(epoch),
+            "history": list(history or []), "extra": extra or {}}
+    arrays = {"meta": np.array(json.dumps(meta))}
+    arrays.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    if optimizer is not None:
+        arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    path = pathlib.Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, model=None):
+    """Rebuild (or fill `model` with) a saved model and its optimizer."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"checkpoint: cannot read {path}: {exc}") from exc
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") != "pybn-checkpoint-1":
+            raise ValueError("unknown format")
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"checkpoint: {path} is not a pybn checkpoint ({exc})") from exc
+    if model is None:
+        if not meta["model"]:
+            raise ValueError("checkpoint: no model config stored; pass model= to load into")
+        model = build_mlp(**meta["model"])
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    optimizer = None
+    if meta["optimizer"]:
+        config = dict(meta["optimizer"])
+        optimizer = build_optimizer(config.pop("name"), model.parameters(), **config)
+        optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+    return LoadedCheckpoint(model, optimizer, meta["epoch"], History(meta["history"]), meta["extra"])

@@ -1,0 +1,51 @@
+"""`pybn train` end to end: progress, checkpoints, resume with a new
+learning rate, learning-curve PNG, bad arguments."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pybn.cli import main
+
+
+def test_train_checkpoint_resume_and_plot(tmp_path, capsys):
+    ck = tmp_path / "ck"
+    png = tmp_path / "curve.png"
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--checkpoint", str(ck),
+                 "--plot", str(png), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy:" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ck / "epoch-0002.npz").exists()
+    assert main(["train", "--epochs", "4", "--resume", str(ck / "last.npz"), "--lr", "1e-4",
+                 "--no-progress", "--checkpoint", str(ck)]) == 0
+    out = capsys.readouterr().out
+    assert "resumed" in out and "lr 0.0001" in out and "epoch 4:" in out
+    assert (ck / "epoch-0004.npz").exists()
+
+
+def test_train_on_user_npz(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 5))
+    y = (X[:, 0] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--epochs", "3", "--no-progress",
+                 "--hidden", "8", "--optimizer", "sgd", "--lr", "0.05"]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr", "-1"], "--lr: expected a number > 0"),
+    (["--epochs", "0"], "--epochs and --batch-size must be >= 1"),
+    (["--hidden", "0"], "--hidden: widths must be >= 1"),
+])
+def test_train_bad_arguments(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["train", "--no-progress"] + argv)
+
+
+def test_train_shows_a_progress_bar():
+    out = subprocess.run([sys.executable, "-m", "pybn", "train", "--epochs", "2", "--hidden", "8"],
+                         capture_output=True, text=True, check=True)
+    assert "epochs" in out.stderr and "val_accuracy" in out.stderr
