@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from . import __version__, train_cli
+from .tune import cli as tune_cli
 
 
 def _info(args):
@@ -33,7 +34,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="version, build flags, OpenMP threads, SIMD level")
     info.set_defaults(func=_info)
-    for module in (train_cli,):
+    for module in (train_cli, tune_cli):
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,88 @@
+"""`pybn tune` end to end: the table, the plot, resume on the same storage,
+and a real SIGKILL of a running tune that loses and repeats nothing."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pybn.cli import main
+from pybn.tune.cli import split_budget
+
+QUICK = ["--epochs", "2", "--no-progress"]
+
+
+def test_tune_prints_the_best_trials_and_plots(tmp_path, capsys):
+    storage = tmp_path / "s.sqlite"
+    png = tmp_path / "tune.png"
+    assert main(["tune", "--storage", str(storage), "--n-trials", "6", "--rounds", "2",
+                 "--workers", "1", "--plot", str(png), "--top", "3"] + QUICK) == 0
+    out = capsys.readouterr().out
+    assert "6 trials" in out and "rank" in out and "learning_rate" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # same command again: everything is stored, nothing runs
+    assert main(["tune", "--storage", str(storage), "--n-trials", "6", "--rounds", "2",
+                 "--workers", "1"] + QUICK) == 0
+    assert "0 run now" in capsys.readouterr().out
+
+
+def test_tune_compare_batchnorm(tmp_path, capsys):
+    assert main(["tune", "--compare-batchnorm", "--storage", str(tmp_path / "c.sqlite"),
+                 "--n-trials", "4", "--workers", "1", "--good", "0.5"] + QUICK) == 0
+    out = capsys.readouterr().out
+    assert "with batch norm" in out and "without batch norm" in out and "decades" in out
+
+
+def test_split_budget():
+    assert split_budget(60, 3) == [20, 20, 20]
+    assert split_budget(10, 3) == [4, 3, 3]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--rounds", "4", "--n-trials", "3"], "--n-trials must be at least --rounds"),
+    (["--workers", "0"], "--workers must be >= 1"),
+])
+def test_tune_bad_arguments(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        main(["tune", "--storage", str(tmp_path / "s.sqlite")] + argv)
+
+
+def _finished(storage):
+    if not os.path.exists(storage):
+        return {}
+    try:
+        with sqlite3.connect(storage, timeout=5) as conn:
+            rows = conn.execute("SELECT number, state, value, finished, params FROM trials "
+                                "WHERE state != 'running'").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return {}
+    return {r[0]: r[1:] for r in rows}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigkill_mid_study_loses_nothing_and_repeats_nothing(tmp_path, workers):
+    storage = str(tmp_path / "kill.sqlite")
+    cmd = [sys.executable, "-m", "pybn", "tune", "--storage", storage, "--n-trials", "16",
+           "--rounds", "2", "--workers", workers, "--epochs", "4", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(_finished(storage)) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # coordinator and workers alike
+    proc.wait()
+    before = _finished(storage)
+    assert len(before) >= 4
+
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    after = _finished(storage)
+    assert sorted(after) == list(range(16))  # every trial once, none left running
+    for number, row in before.items():
+        assert after[number] == row  # finished before the kill: untouched, not re-run
+    with sqlite3.connect(storage) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

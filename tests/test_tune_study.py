@@ -1,0 +1,194 @@
+"""Study: random search, coarse-to-fine, storage and resume, failures,
+pruning, parallel workers (process pool and Dask), thread budget, re-test."""
+import math
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from pybn.tune import Choice, IntUniform, LogUniform, OneMinusLogUniform, Study, Uniform
+from pybn.tune.objective import MLPObjective
+
+SPACE = {"x": Uniform(-5, 5), "lr": LogUniform(1e-5, 1), "beta": OneMinusLogUniform(0.9, 0.999),
+         "n": IntUniform(1, 8), "act": Choice(["relu", "tanh"])}
+
+
+def quadratic(params):
+    """Best at x = 1.5, lr = 1e-2: a toy objective to minimize."""
+    return (params["x"] - 1.5) ** 2 + (math.log10(params["lr"]) + 2) ** 2
+
+
+def failing(params):
+    if params["x"] > 2:
+        raise RuntimeError("boom")
+    if params["x"] < -2:
+        return float("nan")
+    return params["x"]
+
+
+def report_threads(params):
+    import threadpoolctl
+
+    import pybn
+    blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    return pybn.get_num_threads() * 100 + (blas[0] if blas else 0)
+
+
+def test_optimize_records_every_trial_and_finds_the_best():
+    study = Study(direction="minimize")
+    study.optimize(quadratic, SPACE, 40, seed=1)
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(40))
+    assert all(t.state == "complete" for t in trials)
+    assert study.best_trial.value == min(t.value for t in trials)
+    assert len({t.params["x"] for t in trials}) == 40  # random values, never a grid
+    assert set(study.best_trial.params) == set(SPACE)
+
+
+def test_same_seed_same_trials_different_seed_different_trials():
+    a = Study().optimize(quadratic, SPACE, 5, seed=7).trials
+    b = Study().optimize(quadratic, SPACE, 5, seed=7).trials
+    c = Study().optimize(quadratic, SPACE, 5, seed=8).trials
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.seed for t in a] == [t.seed for t in b]
+    assert [t.params for t in a] != [t.params for t in c]
+
+
+def test_coarse_to_fine_zooms_in_and_improves():
+    study = Study(direction="minimize")
+    study.coarse_to_fine(quadratic, SPACE, rounds=3, trials_per_round=20, top_k=4, seed=3)
+    by_round = {r: [t for t in study.trials if t.round == r] for r in range(3)}
+    assert [len(v) for v in by_round.values()] == [20, 20, 20]
+    spread = [np.ptp([t.params["x"] for t in by_round[r]]) for r in range(3)]
+    assert spread[2] < spread[1] < spread[0]  # each round samples a smaller region
+    median = [np.median([t.value for t in by_round[r]]) for r in range(3)]
+    assert median[2] < median[1] < median[0]
+    assert study.best_trial.value < min(t.value for t in by_round[0])
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_study_goes_on():
+    study = Study()
+    study.optimize(failing, {"x": Uniform(-5, 5)}, 20, seed=0)
+    states = {t.state for t in study.trials}
+    assert states == {"complete", "failed"}
+    errors = [t.error for t in study.trials if t.state == "failed"]
+    assert any("RuntimeError: boom" in e for e in errors)
+    assert any("diverged" in e for e in errors)
+    assert study.best_trial.value <= 2
+
+
+def test_storage_resume_runs_only_what_is_missing(tmp_path):
+    path = tmp_path / "study.sqlite"
+    calls = []
+
+    def counted(params):
+        calls.append(params["x"])
+        return params["x"]
+
+    Study(path).optimize(counted, {"x": Uniform(0, 1)}, 5, seed=2)
+    assert len(calls) == 5
+    # an interrupted trial: mark trial 3 as still running, as after a kill
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE trials SET state = 'running', value = NULL WHERE number = 3")
+    reopened = Study(path)
+    assert [t.state for t in reopened.trials].count("running") == 1
+    reopened.optimize(counted, {"x": Uniform(0, 1)}, 8)
+    assert len(calls) == 5 + 1 + 3  # trial 3 again (same params), then 5, 6, 7
+    assert calls[5] == calls[3]
+    assert [t.number for t in reopened.trials] == list(range(8))
+    assert all(t.state == "complete" for t in reopened.trials)
+
+
+def test_study_direction_is_stored_and_checked(tmp_path):
+    Study(tmp_path / "s.sqlite", direction="minimize")
+    with pytest.raises(ValueError, match="direction: the stored study 'default' is to minimize"):
+        Study(tmp_path / "s.sqlite", direction="maximize")
+
+
+def test_pruning_stops_trials_worse_than_earlier_rounds():
+    def curve(params, trial):
+        for step in range(6):
+            trial.report(step, params["x"] * (step + 1) / 6)
+        return params["x"]
+
+    study = Study()
+    study.coarse_to_fine(curve, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10, top_k=3, seed=0)
+    assert all(t.state != "pruned" for t in study.trials if t.round == 0)
+    # round 1 is narrowed around the best, so most of it beats the median
+    # of round 0; those that do not are pruned and keep their last score
+    for t in study.trials:
+        if t.state == "pruned":
+            assert t.value == t.intermediate[-1] and len(t.intermediate) < 6
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="direction"):
+        Study(direction="up")
+    with pytest.raises(ValueError, match="n_trials: expected an int >= 1"):
+        Study().optimize(quadratic, SPACE, 0)
+    with pytest.raises(ValueError, match="space: expected a non-empty dict"):
+        Study().optimize(quadratic, {}, 3)
+    with pytest.raises(ValueError, match=r"space\['x'\]: expected a pybn.tune distribution"):
+        Study().optimize(quadratic, {"x": (0, 1)}, 3)
+    with pytest.raises(ValueError, match="seed: expected an int >= 0"):
+        Study().optimize(quadratic, SPACE, 3, seed=-1)
+    with pytest.raises(ValueError, match="trials_per_round: expected 2 counts"):
+        Study().coarse_to_fine(quadratic, SPACE, rounds=2, trials_per_round=[3, 3, 3])
+    with pytest.raises(ValueError, match="best_trial: the study has no complete trial"):
+        Study().best_trial
+    with pytest.raises(ValueError, match="storage: directory"):
+        Study("/nonexistent/dir/s.sqlite")
+
+
+def test_corrupt_storage_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match="is not a usable pybn study database"):
+        Study(bad)
+
+
+SMALL_MLP_SPACE = {"learning_rate": LogUniform(1e-3, 1e-1), "hidden_units": IntUniform(8, 32, log=True)}
+
+
+def test_one_and_two_workers_give_the_same_trials_and_scores():
+    objective = MLPObjective(epochs=2)
+    one = Study().optimize(objective, SMALL_MLP_SPACE, 4, seed=5, n_workers=1).trials
+    two = Study().optimize(objective, SMALL_MLP_SPACE, 4, seed=5, n_workers=2).trials
+    assert [(t.number, t.params, t.seed) for t in one] == [(t.number, t.params, t.seed) for t in two]
+    assert [t.value for t in one] == [t.value for t in two]
+    assert all(t.state in ("complete", "pruned") for t in two)
+
+
+def test_workers_get_their_share_of_the_cores():
+    cores = os.cpu_count()
+    study = Study().optimize(report_threads, {"x": Uniform(0, 1)}, 2, n_workers=2, seed=0)
+    expected = max(1, cores // 2)
+    assert {int(t.value) // 100 for t in study.trials} == {expected}
+    assert {int(t.value) % 100 for t in study.trials} <= {expected}
+
+
+def test_dask_local_cluster_runs_the_same_trials():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        study = Study().optimize(quadratic, SPACE, 6, seed=9, n_workers=2, executor=client.get_executor())
+    local = Study().optimize(quadratic, SPACE, 6, seed=9)
+    assert [(t.params, t.value) for t in study.trials] == [(t.params, t.value) for t in local.trials]
+
+
+def test_retest_reruns_the_best_configurations_with_new_seeds():
+    def noisy(params, trial):
+        return params["x"] + (trial.seed % 100) / 1000
+
+    study = Study().optimize(noisy, {"x": Uniform(0, 1)}, 10, seed=4)
+    results = study.retest(noisy, k=3, seed=11)
+    assert [r.number for r in results] == [t.number for t in study.best_trials(3)]
+    for r in results:
+        assert abs(r.change) < 0.1 and r.retest_value != r.stored_value
+
+
+def test_trials_table():
+    table = Study().optimize(quadratic, SPACE, 3, seed=0).trials_table()
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else table
+    assert len(rows) == 3 and "params_lr" in rows[0] and rows[0]["state"] == "complete"
