@@ -21,11 +21,11 @@ def add_parser(subparsers):
     p.add_argument("--storage", default="pybn-study.sqlite",
                    help="SQLite file holding every trial; reuse it to resume (default: %(default)s)")
     p.add_argument("--study", default="digits-bn-mlp", help="study name inside the storage")
-    p.add_argument("--n-trials", type=int, default=60, help="total trials, split over the rounds")
+    p.add_argument("--n-trials", type=int, default=90, help="total trials, split over the rounds")
     p.add_argument("--rounds", type=int, default=3, help="1 random round + (rounds-1) finer rounds")
     p.add_argument("--top-k", type=int, default=5, help="best trials each finer round zooms around")
     p.add_argument("--workers", type=int, help="parallel trials (default: all cores)")
-    p.add_argument("--epochs", type=int, default=15, help="epochs per trial")
+    p.add_argument("--epochs", type=int, default=20, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="study seed: same seed, same trials")
     p.add_argument("--dask", metavar="ADDRESS", help="run trials on a Dask distributed scheduler")
     p.add_argument("--plot", metavar="PNG", help="score against each hyperparameter, by round")
