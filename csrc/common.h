@@ -3,7 +3,9 @@
 #ifndef PYBN_COMMON_H
 #define PYBN_COMMON_H
 
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Hot loops are compiled three times and the best clone for the CPU is
  * picked when the library loads (GCC ifunc). Clones must be static: gcc
@@ -27,6 +29,37 @@ static inline int pybn_team_size(int64_t work, int n_threads)
     if (n_threads < 1 || work < PYBN_SMALL_WORK)
         return 1;
     return n_threads;
+}
+
+/* exp(x) in float, written so that compilers vectorize it (libm's expf is
+ * a scalar call). exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2/2,
+ * ln2 split in two for an exact reduction; exp(r) by Cephes' degree-6
+ * polynomial: relative error below 2e-7 (a few ulp). 2^n is built in the
+ * exponent bits, so n stays in [-126, 127]: results that would be
+ * subnormal (x < -87.34) are 0, x > 88.72 gives +inf, NaN stays NaN. */
+static inline float pybn_expf(float x)
+{
+    const float lo = -87.3365447f, hi = 88.7228394f;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float xc = x < lo ? lo : (x > hi ? hi : x);
+    float n = (xc * 1.44269504088896341f + magic) - magic;
+    n = n > 127.0f ? 127.0f : n; /* the top 0.35 of the range: r up to ln2 */
+    float r = xc - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale); /* a register move once compiled */
+    float result = p * scale;
+    result = x > hi ? (float)INFINITY : result;
+    result = x < lo ? 0.0f : result;
+    return x != x ? x : result;
 }
 
 /* Two-level paste so that the dtype suffix macro expands first. */

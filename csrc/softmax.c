@@ -25,7 +25,7 @@ static int ce_smoothing_ok(double s) { return s >= 0.0 && s <= 1.0; }
 
 #define T float
 #define SFX f32
-#define EXP expf
+#define EXP pybn_expf
 #include "softmax_impl.h"
 #undef T
 #undef SFX

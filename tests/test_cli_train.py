@@ -45,7 +45,7 @@ def test_train_bad_arguments(argv, message):
         main(["train", "--no-progress"] + argv)
 
 
-def test_train_shows_a_progress_bar():
+def test_train_shows_a_progress_bar(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pybn", "train", "--epochs", "2", "--hidden", "8"],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "epochs" in out.stderr and "val_accuracy" in out.stderr

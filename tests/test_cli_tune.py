@@ -69,17 +69,18 @@ def test_sigkill_mid_study_loses_nothing_and_repeats_nothing(tmp_path, workers):
     cmd = [sys.executable, "-m", "pybn", "tune", "--storage", storage, "--n-trials", "16",
            "--rounds", "2", "--workers", workers, "--epochs", "4", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, cwd=tmp_path)
     deadline = time.time() + 120
     while len(_finished(storage)) < 4 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert proc.poll() is None, "the study finished before it could be killed"
+    assert proc.poll() is None, f"pybn tune ended (exit {proc.returncode}) before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # coordinator and workers alike
     proc.wait()
     before = _finished(storage)
     assert len(before) >= 4
 
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
+                   cwd=tmp_path)
     after = _finished(storage)
     assert sorted(after) == list(range(16))  # every trial once, none left running
     for number, row in before.items():
