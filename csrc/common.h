@@ -16,6 +16,10 @@
 #define PYBN_CLONES
 #endif
 
+/* What the hand-vectorized kernels use: 2 = AVX-512 (x86-64-v4),
+ * 1 = AVX2+FMA (x86-64-v3), 0 = portable C (runtime.c). */
+int pybn_dispatch_level(void);
+
 /* Below this many elements a call runs on one thread: starting an OpenMP
  * team costs more than it saves. Results do not depend on it. */
 #define PYBN_SMALL_WORK ((int64_t)1 << 15)

@@ -131,8 +131,9 @@ pybn_status pybn_softmax_cross_entropy_probs_f64(int64_t rows, int64_t classes,
 
 /* ---- runtime information ------------------------------------------------- */
 
-/* The SIMD level the kernels dispatch to on this CPU:
- * "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)" or "baseline". */
+/* The SIMD level the hand-vectorized kernels dispatch to on this CPU:
+ * "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)" or "baseline"; the
+ * environment variable PYBN_SIMD=avx2|baseline caps it (for testing). */
 const char *pybn_simd_level(void);
 /* OpenMP's default team size for the calling thread (1 without OpenMP). */
 int pybn_openmp_max_threads(void);

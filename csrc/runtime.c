@@ -1,4 +1,8 @@
 /* runtime.c - what the kernels were built with and dispatch to. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
 #include "pybn.h"
 
 #ifdef _OPENMP
@@ -9,16 +13,37 @@
 #define PYBN_BUILD_FLAGS "unknown"
 #endif
 
-const char *pybn_simd_level(void)
+/* The environment variable PYBN_SIMD=avx2 or =baseline caps the
+ * hand-vectorized kernels below what the CPU offers, so that tests can run
+ * every path on one machine. Read once, when the library loads. */
+static int simd_cap = 2;
+
+__attribute__((constructor)) static void read_simd_cap(void)
 {
+    const char *cap = getenv("PYBN_SIMD");
+    if (cap && strcmp(cap, "avx2") == 0)
+        simd_cap = 1;
+    else if (cap && strcmp(cap, "baseline") == 0)
+        simd_cap = 0;
+}
+
+int pybn_dispatch_level(void)
+{
+    int level = 0;
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PYBN_NO_CLONES)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4"))
-        return "x86-64-v4 (AVX-512)";
-    if (__builtin_cpu_supports("x86-64-v3"))
-        return "x86-64-v3 (AVX2+FMA)";
+        level = 2;
+    else if (__builtin_cpu_supports("x86-64-v3"))
+        level = 1;
 #endif
-    return "baseline";
+    return level < simd_cap ? level : simd_cap;
+}
+
+const char *pybn_simd_level(void)
+{
+    static const char *names[] = {"baseline", "x86-64-v3 (AVX2+FMA)", "x86-64-v4 (AVX-512)"};
+    return names[pybn_dispatch_level()];
 }
 
 int pybn_openmp_max_threads(void)

@@ -16,18 +16,29 @@
 
 /* ---- rows ---------------------------------------------------------------- */
 
-/* NaN is skipped here on purpose: it reaches every output through the sum. */
-PYBN_CLONES static T FN(row_max)(const T *restrict z, int64_t K)
+/* max(z) ignoring NaN, and whether the row's softmax is all NaN: a NaN,
+ * a +inf or only -inf entries make it so (as PyTorch). Other rows have
+ * z - max <= 0 everywhere, which the exp of the fast path relies on. */
+PYBN_CLONES static T FN(row_max)(const T *restrict z, int64_t K, int *restrict nan_row)
 {
     T m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t k = 0; k < K; k++)
+    int nans = 0;
+#pragma omp simd reduction(max : m) reduction(| : nans)
+    for (int64_t k = 0; k < K; k++) {
         m = z[k] > m ? z[k] : m;
+        nans |= z[k] != z[k];
+    }
+    *nan_row = nans || !isfinite(m);
     return m;
 }
 
-/* sum(exp(z - m)); stores exp(z - m) in e unless e is NULL. */
-PYBN_CLONES static double FN(row_exp_sum)(const T *restrict z, int64_t K, T m, T *restrict e)
+static void FN(row_fill_nan)(T *restrict out, int64_t K)
+{
+    for (int64_t k = 0; k < K; k++)
+        out[k] = (T)NAN;
+}
+
+PYBN_CLONES static double FN(row_exp_sum_portable)(const T *restrict z, int64_t K, T m, T *restrict e)
 {
     double s = 0.0;
     if (e) {
@@ -43,6 +54,17 @@ PYBN_CLONES static double FN(row_exp_sum)(const T *restrict z, int64_t K, T m, T
             s += (double)EXP(z[k] - m);
     }
     return s;
+}
+
+/* sum(exp(z - m)) for a row that is not a NaN row; stores exp(z - m) in e
+ * unless e is NULL. */
+static double FN(row_exp_sum)(const T *restrict z, int64_t K, T m, T *restrict e)
+{
+#ifdef ROW_EXP_SUM
+    return ROW_EXP_SUM(z, K, m, e);
+#else
+    return FN(row_exp_sum_portable)(z, K, m, e);
+#endif
 }
 
 PYBN_CLONES static void FN(row_scale)(T *restrict p, int64_t K, double scale)
@@ -190,14 +212,15 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
         for (int64_t r = 0; r < outer; r++) {
             const T *ar = a + r * K;
             T *outr = out + r * K;
-            if (op == SM_SOFTMAX) {
-                const T m = FN(row_max)(ar, K);
-                const double s = FN(row_exp_sum)(ar, K, m, outr);
-                FN(row_scale)(outr, K, 1.0 / s);
-            } else if (op == SM_LOG_SOFTMAX) {
-                const T m = FN(row_max)(ar, K);
-                const double s = FN(row_exp_sum)(ar, K, m, NULL);
-                FN(row_log_softmax)(ar, K, m, (T)log(s), outr);
+            if (op <= SM_LOG_SOFTMAX) {
+                int nan_row;
+                const T m = FN(row_max)(ar, K, &nan_row);
+                if (nan_row)
+                    FN(row_fill_nan)(outr, K);
+                else if (op == SM_SOFTMAX)
+                    FN(row_scale)(outr, K, 1.0 / FN(row_exp_sum)(ar, K, m, outr));
+                else
+                    FN(row_log_softmax)(ar, K, m, (T)log(FN(row_exp_sum)(ar, K, m, NULL)), outr);
             } else if (op == SM_SOFTMAX_BWD) {
                 FN(row_softmax_backward)(ar, b + r * K, K, FN(row_dot)(ar, b + r * K, K), outr);
             } else {
@@ -288,7 +311,14 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
     for (int64_t r = 0; r < rows; r++) {
         const T *zr = z + r * K;
         T *dzr = dz ? dz + r * K : NULL;
-        const T m = FN(row_max)(zr, K);
+        int nan_row;
+        const T m = FN(row_max)(zr, K, &nan_row);
+        if (nan_row) {
+            loss[r] = NAN;
+            if (dzr)
+                FN(row_fill_nan)(dzr, K);
+            continue;
+        }
         const double s = FN(row_exp_sum)(zr, K, m, dzr);
         const double lse = (double)m + log(s);
         double q_sum = 1.0;

@@ -6,7 +6,7 @@ an `add_parser(subparsers)` function, so this file only wires them up.
 import argparse
 import sys
 
-from . import __version__, train_cli
+from . import __version__, bench, train_cli
 from .tune import cli as tune_cli
 
 
@@ -34,7 +34,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="version, build flags, OpenMP threads, SIMD level")
     info.set_defaults(func=_info)
-    for module in (train_cli, tune_cli):
+    for module in (train_cli, tune_cli, bench):
         module.add_parser(sub)
     return parser
 
