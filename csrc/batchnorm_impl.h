@@ -153,7 +153,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
         double *partial = (double *)malloc((size_t)(planes * n_out) * sizeof(double));
         if (!partial)
             return PYBN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t p = 0; p < planes; p++) {
             const int64_t c = p % C;
             const T *xp = x + p * inner;
@@ -185,7 +185,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
     if (!partial)
         return PYBN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t task = 0; task < blocks * tiles; task++) {
         const int64_t b = task / tiles, c0 = (task % tiles) * BN_COL_TILE;
         const int64_t r0 = b * PYBN_ROW_BLOCK;
@@ -221,12 +221,12 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
                                T *restrict y, int nt)
 {
     if (inner > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t p = 0; p < outer * C; p++)
             FN(run_affine)(x + p * inner, inner, alpha[p % C], shift[p % C], y + p * inner);
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
         const int64_t r0 = b * PYBN_ROW_BLOCK;
         const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
@@ -241,7 +241,7 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
                            const double *restrict k_c, T *restrict dx, int nt)
 {
     if (inner > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t p = 0; p < outer * C; p++) {
             const int64_t c = p % C;
             FN(run_dx)(dy + p * inner, x + p * inner, inner, mean[c], k_dy[c], k_x[c], k_c[c],
@@ -249,7 +249,7 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
         }
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
         const int64_t r0 = b * PYBN_ROW_BLOCK;
         const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;

@@ -13,21 +13,12 @@
 #define PYBN_BUILD_FLAGS "unknown"
 #endif
 
-/* The environment variable PYBN_SIMD=avx2 or =baseline caps the
- * hand-vectorized kernels below what the CPU offers, so that tests can run
- * every path on one machine. Read once, when the library loads. */
-static int simd_cap = 2;
+/* The level is decided once, when the library loads, and only read after
+ * that. The environment variable PYBN_SIMD=avx2 or =baseline caps it below
+ * what the CPU offers, so that tests can run every path on one machine. */
+static int dispatch_level = 0;
 
-__attribute__((constructor)) static void read_simd_cap(void)
-{
-    const char *cap = getenv("PYBN_SIMD");
-    if (cap && strcmp(cap, "avx2") == 0)
-        simd_cap = 1;
-    else if (cap && strcmp(cap, "baseline") == 0)
-        simd_cap = 0;
-}
-
-int pybn_dispatch_level(void)
+__attribute__((constructor)) static void decide_dispatch_level(void)
 {
     int level = 0;
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PYBN_NO_CLONES)
@@ -37,8 +28,15 @@ int pybn_dispatch_level(void)
     else if (__builtin_cpu_supports("x86-64-v3"))
         level = 1;
 #endif
-    return level < simd_cap ? level : simd_cap;
+    const char *cap = getenv("PYBN_SIMD");
+    if (cap && strcmp(cap, "avx2") == 0 && level > 1)
+        level = 1;
+    else if (cap && strcmp(cap, "baseline") == 0)
+        level = 0;
+    dispatch_level = level;
 }
+
+int pybn_dispatch_level(void) { return dispatch_level; }
 
 const char *pybn_simd_level(void)
 {

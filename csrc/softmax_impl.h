@@ -208,7 +208,7 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
         return PYBN_EINVAL;
     const int nt = pybn_team_size(outer * K * inner, n_threads);
     if (inner == 1) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t r = 0; r < outer; r++) {
             const T *ar = a + r * K;
             T *outr = out + r * K;
@@ -230,7 +230,7 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
         return PYBN_OK;
     }
     const int64_t tiles = (inner + SM_TILE - 1) / SM_TILE;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t task = 0; task < outer * tiles; task++) {
         const int64_t o = task / tiles, j0 = (task % tiles) * SM_TILE;
         const int64_t w = inner - j0 < SM_TILE ? inner - j0 : SM_TILE;
@@ -307,7 +307,7 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
                                      T *restrict dz, int n_threads)
 {
     const int nt = pybn_team_size(rows * K, n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
         const T *zr = z + r * K;
         T *dzr = dz ? dz + r * K : NULL;

@@ -28,7 +28,8 @@ __all__ = [
     "one_hot",
 ]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOAT_DTYPES = (_F32, _F64)
 
 
 class BatchNormOutput(NamedTuple):
@@ -43,6 +44,8 @@ class BatchNormOutput(NamedTuple):
 def _float_array(a, name, dtype=None):
     """`a` as an ndarray of float32/float64; integers become float64 (as NumPy
     promotes them), or `dtype` when given. Anything else is a TypeError."""
+    if type(a) is np.ndarray and (a.dtype is _F32 or a.dtype is _F64) and (dtype is None or a.dtype is dtype):
+        return a  # the common case, checked first: small calls are overhead-bound
     if isinstance(a, np.ndarray):
         arr = a
     else:
@@ -53,6 +56,8 @@ def _float_array(a, name, dtype=None):
     kind = arr.dtype.kind
     if kind in "iu":
         return arr.astype(dtype or np.float64)
+    if kind == "f" and arr.dtype.itemsize in (4, 8) and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # byte-swapped data: same values, native order
     if arr.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
@@ -69,11 +74,14 @@ def _same_dtype(a, name, like, like_name):
 
 
 def _flat(a):
-    """A C-contiguous 1-D view of `a`, copying only when its strides need it."""
-    return np.ascontiguousarray(a).reshape(-1)
+    """`a` C-contiguous (the kernels read any C-contiguous array as flat),
+    copying only when its strides need it."""
+    return np.ascontiguousarray(a)
 
 
 def _axis(axis, ndim, name="axis"):
+    if type(axis) is int and -ndim <= axis < ndim:
+        return axis % ndim
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {type(axis).__name__}")
     if not -ndim <= axis < ndim:
@@ -83,10 +91,14 @@ def _axis(axis, ndim, name="axis"):
 
 def _split(shape, axis):
     """(outer, dim, inner) such that the array is viewed as that 3-D shape."""
+    if len(shape) == 2:
+        return (1, shape[0], shape[1]) if axis == 0 else (shape[0], shape[1], 1)
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
 def _real(value, name):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
     return float(value)
@@ -96,6 +108,9 @@ def _channel_vector(a, name, channels, dtype, writeable=False):
     """A per-channel 1-D array of length `channels` (gamma, beta, statistics)."""
     if a is None:
         return None
+    if type(a) is np.ndarray and a.dtype is dtype and a.shape == (channels,) and (
+            not writeable or a.flags.writeable):
+        return a  # the common case, checked first
     if writeable:
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name}: expected a numpy array (it is updated in place), "
@@ -121,7 +136,7 @@ def _output(out, shape, dtype, inputs):
     input, the kernel writes a fresh array that is then copied into it."""
     if out is None:
         fresh = np.empty(shape, dtype)
-        return fresh.reshape(-1), fresh
+        return fresh, fresh
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
     if out.shape != tuple(shape) or out.dtype != dtype:
@@ -129,15 +144,15 @@ def _output(out, shape, dtype, inputs):
                          f"got shape {out.shape} and dtype {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out: expected a writeable array")
-    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs):
-        return out.reshape(-1), out
-    return np.empty(out.size, dtype), out
+    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs if a is not None):
+        return out, out
+    return np.empty(shape, dtype), out
 
 
 def _finish(kernel_out, result):
     """Copy the kernel's output into `out=` when it wrote elsewhere."""
-    if not np.may_share_memory(kernel_out, result):
-        result[...] = kernel_out.reshape(result.shape)
+    if kernel_out is not result:
+        result[...] = kernel_out
     return result
 
 
@@ -321,7 +336,7 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
     flat_logits = _flat(logits)
     if target_arr.dtype.kind in "iu":
         _kernels.cross_entropy_labels(rows, classes, flat_logits, _labels(target_arr, rows, classes),
-                                      label_smoothing, grad_scale, loss, dlogits.reshape(-1),
+                                      label_smoothing, grad_scale, loss, dlogits,
                                       get_num_threads())
     elif target_arr.dtype.kind == "f" or target_arr.dtype.kind == "O":
         probs = _float_array(target_arr, "target")
@@ -331,7 +346,7 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
                              f"got {probs.shape}")
         probs = probs.astype(logits.dtype, copy=False)
         _kernels.cross_entropy_probs(rows, classes, flat_logits, _flat(probs), label_smoothing,
-                                     grad_scale, loss, dlogits.reshape(-1), get_num_threads())
+                                     grad_scale, loss, dlogits, get_num_threads())
     else:
         raise TypeError(f"target: expected integer labels or float probabilities, "
                         f"got dtype {target_arr.dtype}")

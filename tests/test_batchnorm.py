@@ -280,13 +280,33 @@ def test_backward_bad_input():
         pybn.batch_norm_backward(np.ones_like(x), x, None, mean, invstd, out=np.empty(3, np.float32))
 
 
-def test_kernel_layer_rejects_bad_sizes_with_status_not_crash():
+def test_kernel_layer_rejects_bad_calls_without_crashing():
+    # pybn._kernels is private, but even a wrong direct call must not read or
+    # write out of bounds: each is a clear exception.
     from pybn import _kernels
     x = np.ones(6, np.float32)
     y, m, s = np.empty(6, np.float32), np.empty(3, np.float32), np.empty(3, np.float32)
+
+    def call(outer=2, channels=3, inner=1, x=x, eps=1e-5, y=y):
+        _kernels.batchnorm_forward_train(outer, channels, inner, x, None, None, 0.1, eps, None, None,
+                                         y, m, s, 1)
+
+    call()  # the well-formed call works
     with pytest.raises(ValueError, match="rejected its arguments"):
-        _kernels.batchnorm_forward_train(1, 3, 1, x, None, None, 0.1, 1e-5, None, None, y, m, s, 1)
+        call(outer=1)  # one value per channel: the C status
     with pytest.raises(ValueError, match="rejected its arguments"):
-        _kernels.batchnorm_forward_train(2, 3, 1, x, None, None, 0.1, -1.0, None, None, y, m, s, 1)
-    with pytest.raises(ValueError, match="rejected its arguments"):
-        _kernels.batchnorm_forward_train(2**62, 2**62, 1, x, None, None, 0.1, 1e-5, None, None, y, m, s, 1)
+        call(eps=-1.0)
+    with pytest.raises(ValueError, match="sizes overflow int64"):
+        call(outer=2**62, channels=2**62)
+    with pytest.raises(ValueError, match="x: expected at least 12 elements"):
+        call(outer=4)
+    with pytest.raises(TypeError, match="y: expected dtype float32"):
+        call(y=np.empty(6))
+    with pytest.raises(ValueError, match="x: expected a C-contiguous array"):
+        call(x=np.ones(12, np.float32)[::2])
+    read_only = np.empty(6, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="y: expected a writeable array"):
+        call(y=read_only)
+    with pytest.raises(TypeError, match="x: expected a numpy array"):
+        call(x=[1.0] * 6)
