@@ -8,11 +8,17 @@ once when it ends; reopening the file shows interrupted trials still
 "running", to be re-run with their stored number and parameters. All SQL
 uses parameters; values are JSON, never pickles.
 """
+import contextlib
 import json
 import math
 import os
 import sqlite3
 import time
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: there the lock is not taken
+    fcntl = None
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -45,6 +51,15 @@ CREATE TABLE IF NOT EXISTS trials (
 """
 
 
+# What each table must have (table names are constants, never user input).
+_COLUMNS = {
+    "studies": {"name", "direction", "created"},
+    "rounds": {"study", "round", "region", "n_trials", "first_number"},
+    "trials": {"study", "number", "round", "params", "seed", "state", "value", "error",
+               "intermediate", "started", "finished"},
+}
+
+
 def _json_float(value):
     """SQLite stores NaN as NULL; keep None for 'no value'."""
     if value is None:
@@ -59,25 +74,65 @@ class SQLiteStorage:
 
     def __init__(self, path=":memory:"):
         self.path = str(path)
-        if self.path != ":memory:":
+        uri = self.path.startswith("file:")  # SQLite URI, e.g. "file:study.sqlite?mode=ro"
+        if self.path != ":memory:" and not uri:
             directory = os.path.dirname(os.path.abspath(self.path))
             if not os.path.isdir(directory):
                 raise ValueError(f"storage: directory {directory} does not exist")
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, uri=uri)
             self._conn.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._transaction():
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     self._conn.execute(statement)
+            self._check_schema()
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):
+                raise ValueError(f"storage: {self.path} is read-only; a study needs to write every "
+                                 "trial (copy it somewhere writable)") from exc
             raise ValueError(f"storage: {self.path} is not a usable pybn study database ({exc})") from exc
 
     def _transaction(self):
         return _Transaction(self._conn)
 
+    def _check_schema(self):
+        for table, columns in _COLUMNS.items():
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            missing = columns - have
+            if missing:
+                raise ValueError(f"storage: {self.path} has a {table!r} table without columns "
+                                 f"{sorted(missing)}: not a pybn study database")
+
     def close(self):
         self._conn.close()
+
+    @contextlib.contextmanager
+    def coordinator_lock(self):
+        """Held while a process runs trials of this storage: a second
+        coordinator fails at once instead of running the same trials. The OS
+        releases it when its holder dies, SIGKILL included."""
+        if self.path == ":memory:" or fcntl is None:
+            yield
+            return
+        db_path = self.path[5:].split("?", 1)[0] if self.path.startswith("file:") else self.path
+        fd = os.open(db_path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                raise RuntimeError(f"storage: {self.path} is being run by another coordinator "
+                                   f"(pid {holder}); one process runs a study's trials at a time, "
+                                   "start more workers instead") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     # ---- studies -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ where the interrupted one would have.
 Only this (coordinating) process writes the storage; workers return results.
 """
 import concurrent.futures as cf
+from concurrent.futures import BrokenExecutor
 import inspect
 import math
 import multiprocessing
@@ -188,19 +189,21 @@ class Study:
         trials (running it again after an interruption finishes the rest)."""
         check_space(space)
         n_trials = _count(n_trials, "n_trials")
-        last = self.storage.max_round(self.name)
-        stored = self.storage.get_round(self.name, last) if last >= 0 else None
-        if stored and space_from_json(stored[0]["space"]) == space and (seed is None or stored[0]["seed"] == seed):
-            round_, region, seed = last, space, stored[0]["seed"]
-            first = stored[2]
-            n_trials = max(n_trials, stored[1])
-        else:
-            round_ = last + 1
-            first = (stored[2] + stored[1]) if stored else 0
-            region, seed = space, _seed(seed)
-        self.storage.put_round(self.name, round_, {"space": space_to_json(region), "seed": seed},
-                               n_trials, first)
-        self._run_round(objective, round_, region, seed, first, n_trials, n_workers, executor, progress)
+        with self.storage.coordinator_lock():
+            last = self.storage.max_round(self.name)
+            stored = self.storage.get_round(self.name, last) if last >= 0 else None
+            if stored and space_from_json(stored[0]["space"]) == space and (
+                    seed is None or stored[0]["seed"] == seed):
+                round_, region, seed = last, space, stored[0]["seed"]  # continue the last round
+                first, n_trials = stored[2], max(n_trials, stored[1])
+            else:
+                round_ = last + 1
+                first = (stored[2] + stored[1]) if stored else 0
+                region, seed = space, _seed(seed)
+            self.storage.put_round(self.name, round_, {"space": space_to_json(region), "seed": seed},
+                                   n_trials, first)
+            self._run_round(objective, round_, region, seed, first, n_trials, n_workers, executor,
+                            progress)
         return self
 
     def coarse_to_fine(self, objective, space, *, rounds, trials_per_round, top_k=5, seed=None,
@@ -219,6 +222,13 @@ class Study:
         if seed is None and round0 is not None and "study_seed" in round0[0]:
             seed = round0[0]["study_seed"]  # resume with the seed the study began with
         seed = _seed(seed)
+        with self.storage.coordinator_lock():
+            self._coarse_to_fine_rounds(objective, space, rounds, per_round, top_k, seed, n_workers,
+                                        executor, progress)
+        return self
+
+    def _coarse_to_fine_rounds(self, objective, space, rounds, per_round, top_k, seed, n_workers,
+                               executor, progress):
         first = 0
         for r in range(rounds):
             stored = self.storage.get_round(self.name, r)
@@ -232,7 +242,6 @@ class Study:
                                                   "study_seed": seed}, n, first)
             self._run_round(objective, r, region, round_seed, first, n, n_workers, executor, progress)
             first += n
-        return self
 
     def _narrowed(self, space, top_k):
         best = self.best_trials(top_k)
@@ -247,7 +256,7 @@ class Study:
         rng = np.random.default_rng(_seed(seed))
         jobs = [(t.number, t.params, int(rng.integers(2**31))) for t in best]
         results = {}
-        for number, (state, value, error, _) in self._execute(objective, jobs, [], n_workers, executor):
+        for number, (state, value, _, _) in self._execute(objective, jobs, [], n_workers, executor):
             results[number] = value if state == "complete" else float("nan")
         return [RetestResult(t.number, t.params, t.value, results[t.number]) for t in best]
 
@@ -298,28 +307,54 @@ class Study:
             return
         own = executor is None
         if own:
-            executor = cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+            executor = _process_pool(n_workers)
         try:
-            pending, queue = {}, list(jobs)
+            pending, queue = {}, [(job, 0) for job in jobs]
             while queue or pending:
                 while queue and len(pending) < n_workers:
-                    number, params, trial_seed = queue.pop(0)
-                    if on_start:
+                    if queue[0][1] > 0 and pending:
+                        break  # a retry runs alone: if its worker dies again, the trial is the cause
+                    (number, params, trial_seed), attempt = job_attempt = queue.pop(0)
+                    if on_start and attempt == 0:
                         on_start(number, params, trial_seed)
                     future = executor.submit(run_trial, objective, number, params, trial_seed, threads,
                                              self.maximize, reference)
-                    pending[future] = number
+                    pending[future] = job_attempt
+                    if attempt > 0:
+                        break
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                broken = False
                 for future in done:
-                    number = pending.pop(future)
+                    (number, params, trial_seed), attempt = job_attempt = pending.pop(future)
                     try:
                         result = future.result()
-                    except Exception as exc:  # the worker itself died or could not unpickle
+                    except BrokenExecutor as exc:
+                        # A worker process died (killed, out of memory, a crash
+                        # in native code) and took the pool with it. Each trial
+                        # in flight is tried once more, alone, in a fresh pool;
+                        # one whose worker dies again is recorded as failed.
+                        broken = own
+                        if attempt == 0 and own:
+                            queue.insert(0, ((number, params, trial_seed), 1))
+                            continue
+                        result = ("failed", None, f"worker process died: {type(exc).__name__}: {exc}", [])
+                    except Exception as exc:  # e.g. an objective that cannot be pickled
                         result = ("failed", None, f"worker error: {type(exc).__name__}: {exc}", [])
                     yield number, result
+                if broken:
+                    queue[:0] = list(pending.values())  # lost with the pool, not yet reported
+                    pending.clear()
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    executor = _process_pool(n_workers)
         finally:
             if own:
                 executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_pool(n_workers):
+    # spawn, not fork: a forked child of a process that has run OpenMP
+    # threads can deadlock in the OpenMP runtime.
+    return cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def sample_trial(region, seed, number):
