@@ -288,16 +288,18 @@ PYBN_CLONES static void FN(row_ce_grad)(T *restrict e, int64_t K, double inv_sum
     }
 }
 
-/* -sum((1-s)*t + s/K) * (z - lse)) over a probability row; and sum(q). */
+/* -sum(((1-s)*t + s/K) * log_softmax(z)) over a probability row, with
+ * log_softmax(z) = (z - m) - log_s in that order; and sum(q). */
 PYBN_CLONES static double FN(row_ce_prob_loss)(const T *restrict z, const T *restrict t, int64_t K,
-                                               double lse, double smoothing, double *restrict q_sum)
+                                               double m, double log_s, double smoothing,
+                                               double *restrict q_sum)
 {
     const double off = smoothing / (double)K, on = 1.0 - smoothing;
     double loss = 0.0, qs = 0.0;
 #pragma omp simd reduction(+ : loss, qs)
     for (int64_t k = 0; k < K; k++) {
         const double q = on * (double)t[k] + off;
-        loss -= q * ((double)z[k] - lse);
+        loss -= q * (((double)z[k] - m) - log_s);
         qs += q;
     }
     *q_sum = qs;
@@ -323,16 +325,18 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
             continue;
         }
         const double s = FN(row_exp_sum)(zr, K, m, dzr);
-        const double lse = (double)m + log(s);
+        /* log_softmax(z)_k = (z_k - m) - log(s): subtracting the max first
+         * keeps log(s) from vanishing next to a huge m */
+        const double log_s = log(s);
         double q_sum = 1.0;
         if (labels) {
             const int64_t y = labels[r];
             /* as nll_loss: only the labelled term unless smoothing asks for all */
-            loss[r] = (1.0 - smoothing) * (lse - (double)zr[y]);
+            loss[r] = (1.0 - smoothing) * (log_s - ((double)zr[y] - (double)m));
             if (smoothing > 0.0)
-                loss[r] += smoothing * (lse - FN(row_sum)(zr, K) / (double)K);
+                loss[r] += smoothing * (log_s - (FN(row_sum)(zr, K) / (double)K - (double)m));
         } else {
-            loss[r] = FN(row_ce_prob_loss)(zr, target + r * K, K, lse, smoothing, &q_sum);
+            loss[r] = FN(row_ce_prob_loss)(zr, target + r * K, K, (double)m, log_s, smoothing, &q_sum);
         }
         if (dzr)
             FN(row_ce_grad)(dzr, K, 1.0 / s, q_sum, labels ? NULL : target + r * K,

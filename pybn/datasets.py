@@ -1,6 +1,7 @@
 """Data for training and benchmarks: scikit-learn's bundled digits (no
 download), user .npz files, and synthetic classification problems; with
 train/validation/test splits standardized by training statistics only."""
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ def load_npz(path):
             if missing:
                 raise ValueError(f"data: {path} lacks arrays {sorted(missing)} (expected X and y)")
             X, y = data["X"], data["y"]
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"data: cannot read {path} as .npz: {exc}") from exc
     if X.ndim != 2 or X.dtype.kind not in "fiu":
         raise ValueError(f"data: X must be a 2-D numeric array, got shape {X.shape} dtype {X.dtype}")

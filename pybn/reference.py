@@ -74,7 +74,7 @@ def softmax(z, axis=-1):
     z = np.asarray(z)
     zd = z.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(zd - zd.max(axis=axis, keepdims=True))
+        e = np.exp(zd - zd.max(axis=axis, keepdims=True, initial=-np.inf))
         return (e / e.sum(axis=axis, keepdims=True)).astype(z.dtype)
 
 
@@ -82,7 +82,7 @@ def log_softmax(z, axis=-1):
     z = np.asarray(z)
     zd = z.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        shifted = zd - zd.max(axis=axis, keepdims=True)
+        shifted = zd - zd.max(axis=axis, keepdims=True, initial=-np.inf)
         return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(z.dtype)
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import pathlib
 import tempfile
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -265,7 +266,7 @@ def load_checkpoint(path, model=None):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, EOFError, ValueError) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"checkpoint: cannot read {path}: {exc}") from exc
     try:
         meta = json.loads(str(arrays.pop("meta")))

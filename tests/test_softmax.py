@@ -269,3 +269,17 @@ def test_every_simd_path_matches_the_reference(level, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_keeps_log_sum_next_to_a_huge_max(dtype):
+    # Found by hypothesis: lse = max + log(sum) rounds log(2) away next to
+    # max float; the loss must be (max - z_y) + log(sum), as log_softmax.
+    big = np.finfo(dtype).max
+    logits = np.array([[big, big], [big, big]], dtype)
+    for target in (np.array([0, 1]), np.full((2, 2), 0.5, dtype)):
+        loss, dz = pybn.softmax_cross_entropy(logits, target, reduction="none")
+        assert_close(loss, np.full(2, np.log(2), dtype))
+        assert_close(dz, np.array([[0.5, -0.5], [-0.5, 0.5]], dtype) if target.ndim == 1 else np.zeros((2, 2), dtype))
+    loss, _ = pybn.softmax_cross_entropy(logits, np.array([0, 1]), label_smoothing=0.2)
+    assert_close(loss, dtype(np.log(2)))

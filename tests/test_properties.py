@@ -1,0 +1,133 @@
+"""Property-based tests (hypothesis): for random shapes, axes, strides,
+dtypes, views and extreme values, every public kernel either equals the
+reference within the dtype tolerance or raises a clear ValueError/TypeError.
+Nothing else: no crash, no other exception, no silently wrong answer."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import pybn
+from pybn import reference as ref
+from helpers import assert_close
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+def _extreme_values(dtype):
+    big = float(np.finfo(dtype).max)
+    return st.one_of(
+        st.floats(-30, 30, width=np.dtype(dtype).itemsize * 8),
+        st.sampled_from([0.0, 1e4, -1e4, big, -big, np.inf, -np.inf, np.nan]),
+    )
+
+
+@st.composite
+def arrays(draw, min_dims=1, extreme=True, min_side=0):
+    dtype = draw(DTYPES)
+    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=4, min_side=min_side, max_side=7))
+    elements = _extreme_values(dtype) if extreme else st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8)
+    a = draw(hnp.arrays(dtype, shape, elements=elements))
+    view = draw(st.sampled_from(["plain", "transpose", "reversed", "readonly"]))
+    if view == "transpose":
+        a = a.T
+    elif view == "reversed":
+        a = a[::-1]
+    elif view == "readonly":
+        a.flags.writeable = False
+    return a
+
+
+def _scale(want):
+    finite = np.abs(want[np.isfinite(want)])
+    return max(1.0, float(finite.max())) if finite.size else 1.0
+
+
+@SETTINGS
+@given(z=arrays(), axis=st.integers(-5, 5), op=st.sampled_from(["softmax", "log_softmax"]))
+def test_softmax_family_equals_reference_or_refuses(z, axis, op):
+    try:
+        got = getattr(pybn, op)(z, axis=axis)
+    except (ValueError, TypeError):
+        assert not -z.ndim <= axis < z.ndim
+        return
+    with np.errstate(all="ignore"):
+        want = getattr(ref, op)(z, axis=axis)
+    assert got.shape == z.shape and got.dtype == z.dtype
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_close(got, want, scale=_scale(want), factor=2)
+
+
+@SETTINGS
+@given(z=arrays(extreme=False, min_side=1), axis=st.integers(-4, 3), data=st.data())
+def test_softmax_backward_equals_reference(z, axis, data):
+    axis = axis % z.ndim
+    g = data.draw(hnp.arrays(z.dtype, z.shape, elements=st.floats(-10, 10, width=z.dtype.itemsize * 8)))
+    p = pybn.softmax(z, axis=axis)
+    lp = pybn.log_softmax(z, axis=axis)
+    assert_close(pybn.softmax_backward(g, p, axis=axis), ref.softmax_backward(g, p, axis=axis), scale=10)
+    want = ref.log_softmax_backward(g, lp, axis=axis)
+    assert_close(pybn.log_softmax_backward(g, lp, axis=axis), want, scale=10 * _scale(want))
+
+
+@SETTINGS
+@given(x=arrays(min_dims=2, extreme=False), axis=st.integers(-4, 4), training=st.booleans(),
+       affine=st.booleans(),
+       momentum=st.one_of(st.floats(0, 1), st.sampled_from([-0.1, 1.5, np.nan])),
+       eps=st.one_of(st.floats(1e-8, 1e-1), st.sampled_from([0.0, -1e-5, np.inf, np.nan])))
+def test_batch_norm_equals_reference_or_refuses(x, axis, training, affine, momentum, eps):
+    valid_axis = -x.ndim <= axis < x.ndim
+    channels = x.shape[axis] if valid_axis else 1
+    per_channel = x.size // channels if valid_axis and channels else 0
+    gamma = np.linspace(0.5, 2, channels).astype(x.dtype) if affine else None
+    beta = np.linspace(-1, 1, channels).astype(x.dtype) if affine else None
+    rm, rv = np.zeros(channels, x.dtype), np.ones(channels, x.dtype)
+    try:
+        y, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, running_mean=rm, running_var=rv,
+                                                  training=training, momentum=momentum, eps=eps,
+                                                  axis=axis)
+    except (ValueError, TypeError):
+        assert (not valid_axis or not 0 <= momentum <= 1 or not 0 < eps < np.inf or channels == 0
+                or per_channel < (2 if training else 1))
+        return
+    rm_ref, rv_ref = np.zeros(channels, x.dtype), np.ones(channels, x.dtype)
+    want = ref.batch_norm_forward(x, gamma, beta, running_mean=rm_ref, running_var=rv_ref,
+                                  training=training, momentum=momentum, eps=eps, axis=axis)
+    # with a tiny variance and eps, y is ~(x - mean)/sqrt(eps): scale the tolerance with it
+    scale = 4 * max(1.0, float(np.abs(want[0]).max()))
+    assert_close(y, want[0], scale=scale, factor=10)
+    assert_close(mean, want[1], scale=max(1.0, float(np.abs(x).max())))
+    assert_close(rm, rm_ref, scale=max(1.0, float(np.abs(x).max())))
+    dy = np.ones_like(x)
+    got = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, training=training, axis=axis)
+    want_b = ref.batch_norm_backward(dy, x, gamma, mean, invstd, training=training, axis=axis)
+    for g, w in zip(got, want_b):
+        assert_close(g, w, scale=scale * max(1, per_channel), factor=100)
+
+
+@SETTINGS
+@given(logits=arrays(min_dims=2, extreme=True), data=st.data(),
+       reduction=st.sampled_from(["mean", "sum", "none", "bogus"]),
+       smoothing=st.sampled_from([0.0, 0.1, 1.0, -0.1, 2.0]))
+def test_cross_entropy_equals_reference_or_refuses(logits, data, reduction, smoothing):
+    rows = logits.shape[0]
+    classes = logits.shape[1] if logits.ndim == 2 else 0
+    labels = data.draw(hnp.arrays(np.int64, (rows,), elements=st.integers(-1, max(classes, 1))))
+    try:
+        loss, dz = pybn.softmax_cross_entropy(logits, labels, reduction=reduction,
+                                              label_smoothing=smoothing)
+    except (ValueError, TypeError):
+        assert (logits.ndim != 2 or rows == 0 or classes == 0 or reduction == "bogus"
+                or not 0 <= smoothing <= 1 or labels.min() < 0 or labels.max() >= classes)
+        return
+    with np.errstate(all="ignore"):
+        loss_ref, dz_ref = ref.softmax_cross_entropy(logits, labels, reduction=reduction,
+                                                     label_smoothing=smoothing)
+    # NaN rows (a NaN, +inf or only -inf logits) are NaN in both
+    np.testing.assert_array_equal(np.isnan(dz), np.isnan(dz_ref))
+    assert_close(dz, dz_ref, factor=2)
+    loss_ref = np.asarray(loss_ref)
+    if np.isfinite(loss_ref).all():
+        assert_close(loss, loss_ref, scale=_scale(loss_ref), factor=2)

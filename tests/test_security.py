@@ -1,0 +1,59 @@
+"""Loading models, data and studies never executes code: no pickle, ever."""
+import os
+
+import numpy as np
+import pytest
+
+from pybn import datasets
+from pybn import train as T
+
+
+class _Payload:
+    """Unpickling this would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _hostile_npz(path, marker, **extra):
+    obj = np.empty(1, dtype=object)
+    obj[0] = _Payload(str(marker))
+    np.savez(path, X=obj, y=obj, meta=obj, **extra)  # object arrays are stored as pickles
+
+
+def test_hostile_checkpoint_is_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+    _hostile_npz(tmp_path / "evil.npz", marker)
+    with pytest.raises(ValueError):
+        T.load_checkpoint(tmp_path / "evil.npz")
+    assert not marker.exists()
+
+
+def test_hostile_data_file_is_refused_without_unpickling(tmp_path):
+    marker = tmp_path / "pwned"
+    _hostile_npz(tmp_path / "evil.npz", marker)
+    with pytest.raises(ValueError):
+        datasets.load_npz(tmp_path / "evil.npz")
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    model = T.build_mlp(4, 3, hidden=(5,))
+    T.save_checkpoint(tmp_path / "m.npz", model)
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="checkpoint: cannot read"):
+        T.load_checkpoint(tmp_path / "cut.npz")
+
+
+def test_the_package_never_unpickles():
+    import pybn
+    root = os.path.dirname(pybn.__file__)
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name), encoding="utf-8").read()
+                assert "pickle.load" not in text and "allow_pickle=True" not in text, name
