@@ -105,6 +105,20 @@ PYBN_CLONES static double FN(row_sum)(const T *restrict a, int64_t K)
     return s;
 }
 
+/* mean(log_softmax(z)) = sum(((z - m) - log_s) / K), each term scaled
+ * before the sum as the uniform part of a smoothed target is: a plain
+ * sum(z) overflows near the dtype's max where the loss does not. */
+PYBN_CLONES static double FN(row_mean_log_softmax)(const T *restrict a, int64_t K, double m,
+                                                   double log_s)
+{
+    double s = 0.0;
+    const double inv_k = 1.0 / (double)K;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < K; k++)
+        s += (((double)a[k] - m) - log_s) * inv_k;
+    return s;
+}
+
 /* dz = p * (dp - dot) */
 PYBN_CLONES static void FN(row_softmax_backward)(const T *restrict dp, const T *restrict p,
                                                  int64_t K, double dot, T *restrict dz)
@@ -334,7 +348,7 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
             /* as nll_loss: only the labelled term unless smoothing asks for all */
             loss[r] = (1.0 - smoothing) * (log_s - ((double)zr[y] - (double)m));
             if (smoothing > 0.0)
-                loss[r] += smoothing * (log_s - (FN(row_sum)(zr, K) / (double)K - (double)m));
+                loss[r] -= smoothing * FN(row_mean_log_softmax)(zr, K, (double)m, log_s);
         } else {
             loss[r] = FN(row_ce_prob_loss)(zr, target + r * K, K, (double)m, log_s, smoothing, &q_sum);
         }
