@@ -24,19 +24,12 @@ def _hostile_npz(path, marker, **extra):
     np.savez(path, X=obj, y=obj, meta=obj, **extra)  # object arrays are stored as pickles
 
 
-def test_hostile_checkpoint_is_refused_without_unpickling(tmp_path):
+@pytest.mark.parametrize("load", [T.load_checkpoint, datasets.load_npz], ids=["checkpoint", "data"])
+def test_hostile_npz_is_refused_without_unpickling(load, tmp_path):
     marker = tmp_path / "pwned"
     _hostile_npz(tmp_path / "evil.npz", marker)
     with pytest.raises(ValueError):
-        T.load_checkpoint(tmp_path / "evil.npz")
-    assert not marker.exists()
-
-
-def test_hostile_data_file_is_refused_without_unpickling(tmp_path):
-    marker = tmp_path / "pwned"
-    _hostile_npz(tmp_path / "evil.npz", marker)
-    with pytest.raises(ValueError):
-        datasets.load_npz(tmp_path / "evil.npz")
+        load(tmp_path / "evil.npz")
     assert not marker.exists()
 
 
