@@ -45,7 +45,9 @@ static inline float pybn_expf(float x)
 {
     const float lo = -87.3365447f, hi = 88.7228394f;
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float xc = x < lo ? lo : (x > hi ? hi : x);
+    /* written so that NaN clamps to lo: the float-to-int conversion below
+     * must see a finite n (NaN is restored at the end) */
+    float xc = x > lo ? (x < hi ? x : hi) : lo;
     float n = (xc * 1.44269504088896341f + magic) - magic;
     n = n > 127.0f ? 127.0f : n; /* the top 0.35 of the range: r up to ln2 */
     float r = xc - n * 0.693359375f;
@@ -57,7 +59,7 @@ static inline float pybn_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* n + 127 in [1, 254] */
     float scale;
     memcpy(&scale, &bits, sizeof scale); /* a register move once compiled */
     float result = p * scale;
