@@ -20,9 +20,6 @@ static int bn_shape_ok(int64_t outer, int64_t C, int64_t inner)
  * split into enough tasks for every thread. Does not change any sum. */
 #define BN_COL_TILE 1024
 
-/* Columns whose double accumulators a row reduction keeps in registers. */
-#define BN_REG_COLS 32
-
 /* The per-channel reductions channel_sums() can form. */
 enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2 };
 

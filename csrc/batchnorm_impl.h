@@ -70,31 +70,13 @@ PYBN_CLONES static void FN(run_dx)(const T *restrict dy, const T *restrict x, in
 
 /* ---- a block of rows, columns [0, w) of a row stride ld (rows layout) ---- */
 
-/* The row reductions keep BN_REG_COLS column accumulators in registers
- * across the block's rows (a plain loop over columns would load and store
- * acc for every element); each column is still summed row after row, so
- * the order of additions, and the result, are those of the plain loop. */
 PYBN_CLONES static void FN(rows_sum)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
                                      double *restrict acc)
 {
-    int64_t c0 = 0;
-    for (; c0 + BN_REG_COLS <= w; c0 += BN_REG_COLS) {
-        double a[BN_REG_COLS];
-        for (int j = 0; j < BN_REG_COLS; j++)
-            a[j] = acc[c0 + j];
-        for (int64_t r = 0; r < rows; r++) {
-            const T *restrict xr = x + r * ld + c0;
-#pragma omp simd
-            for (int j = 0; j < BN_REG_COLS; j++)
-                a[j] += (double)xr[j];
-        }
-        for (int j = 0; j < BN_REG_COLS; j++)
-            acc[c0 + j] = a[j];
-    }
     for (int64_t r = 0; r < rows; r++) {
         const T *restrict xr = x + r * ld;
 #pragma omp simd
-        for (int64_t c = c0; c < w; c++)
+        for (int64_t c = 0; c < w; c++)
             acc[c] += (double)xr[c];
     }
 }
@@ -102,28 +84,10 @@ PYBN_CLONES static void FN(rows_sum)(const T *restrict x, int64_t rows, int64_t 
 PYBN_CLONES static void FN(rows_sqdev)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
                                        const double *restrict mean, double *restrict acc)
 {
-    int64_t c0 = 0;
-    for (; c0 + BN_REG_COLS <= w; c0 += BN_REG_COLS) {
-        double a[BN_REG_COLS], mu[BN_REG_COLS];
-        for (int j = 0; j < BN_REG_COLS; j++) {
-            a[j] = acc[c0 + j];
-            mu[j] = mean[c0 + j];
-        }
-        for (int64_t r = 0; r < rows; r++) {
-            const T *restrict xr = x + r * ld + c0;
-#pragma omp simd
-            for (int j = 0; j < BN_REG_COLS; j++) {
-                double d = (double)xr[j] - mu[j];
-                a[j] += d * d;
-            }
-        }
-        for (int j = 0; j < BN_REG_COLS; j++)
-            acc[c0 + j] = a[j];
-    }
     for (int64_t r = 0; r < rows; r++) {
         const T *restrict xr = x + r * ld;
 #pragma omp simd
-        for (int64_t c = c0; c < w; c++) {
+        for (int64_t c = 0; c < w; c++) {
             double d = (double)xr[c] - mean[c];
             acc[c] += d * d;
         }
@@ -134,34 +98,11 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          int64_t w, int64_t ld, const double *restrict mean,
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
-    int64_t c0 = 0;
-    for (; c0 + BN_REG_COLS <= w; c0 += BN_REG_COLS) {
-        double a[BN_REG_COLS], b[BN_REG_COLS], mu[BN_REG_COLS];
-        for (int j = 0; j < BN_REG_COLS; j++) {
-            a[j] = s_dy[c0 + j];
-            b[j] = s_dyxmu[c0 + j];
-            mu[j] = mean[c0 + j];
-        }
-        for (int64_t r = 0; r < rows; r++) {
-            const T *restrict dyr = dy + r * ld + c0;
-            const T *restrict xr = x + r * ld + c0;
-#pragma omp simd
-            for (int j = 0; j < BN_REG_COLS; j++) {
-                double g = (double)dyr[j];
-                a[j] += g;
-                b[j] += g * ((double)xr[j] - mu[j]);
-            }
-        }
-        for (int j = 0; j < BN_REG_COLS; j++) {
-            s_dy[c0 + j] = a[j];
-            s_dyxmu[c0 + j] = b[j];
-        }
-    }
     for (int64_t r = 0; r < rows; r++) {
         const T *restrict dyr = dy + r * ld;
         const T *restrict xr = x + r * ld;
 #pragma omp simd
-        for (int64_t c = c0; c < w; c++) {
+        for (int64_t c = 0; c < w; c++) {
             double g = (double)dyr[c];
             s_dy[c] += g;
             s_dyxmu[c] += g * ((double)xr[c] - mean[c]);
