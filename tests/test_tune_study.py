@@ -192,3 +192,13 @@ def test_trials_table():
     table = Study().optimize(quadratic, SPACE, 3, seed=0).trials_table()
     rows = table.to_dict("records") if hasattr(table, "to_dict") else table
     assert len(rows) == 3 and "params_lr" in rows[0] and rows[0]["state"] == "complete"
+
+
+def test_mlp_objective_arguments():
+    with pytest.raises(ValueError, match="optimizer: expected 'adam' or 'sgd'"):
+        MLPObjective(optimizer="lbfgs")
+    from pybn.tune.study import TrialContext
+    ctx = TrialContext(0, 1, {}, True)
+    score = MLPObjective(epochs=1, optimizer="sgd", fixed={"layers": 2, "hidden_units": 8})(
+        {"learning_rate": 0.05}, ctx)
+    assert 0 <= score <= 1 and len(ctx.intermediate) == 1

@@ -8,6 +8,8 @@ can run it; each process loads and splits the data once.
 """
 import functools
 
+import numpy as np
+
 from .. import datasets, optim
 from .. import train as T
 from .spaces import Choice, IntUniform, LogUniform, OneMinusLogUniform
@@ -40,25 +42,37 @@ def _data(path, split_seed):
 class MLPObjective:
     """objective(params, trial) -> best validation accuracy over the epochs.
 
-    Missing parameters take these defaults: Adam with beta1 0.9, batch 64,
-    one hidden layer of 64 units, no decay. Reports the validation accuracy
+    Missing parameters take these defaults: beta1 0.9 (Adam's beta1, or SGD's
+    momentum with optimizer="sgd"), batch 64, one hidden layer of 64 units,
+    no decay. Reports the validation accuracy
     every epoch (so hopeless trials can be pruned)."""
 
-    def __init__(self, data=None, epochs=20, batch_norm=True, split_seed=0):
+    def __init__(self, data=None, epochs=20, batch_norm=True, split_seed=0, optimizer="adam",
+                 fixed=None):
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
         self.data, self.epochs, self.batch_norm, self.split_seed = data, epochs, batch_norm, split_seed
+        self.optimizer = optimizer
+        self.fixed = dict(fixed or {})  # parameters held fixed, under the sampled ones
 
     def __call__(self, params, trial):
         split, n_classes = _data(self.data, self.split_seed)
-        p = {"beta1": 0.9, "batch_size": 64, "hidden_units": 64, "layers": 1, "lr_decay": 0.0, **params}
+        p = {"beta1": 0.9, "batch_size": 64, "hidden_units": 64, "layers": 1, "lr_decay": 0.0,
+             **self.fixed, **params}
         model = T.build_mlp(split.X_train.shape[1], n_classes, hidden=[int(p["hidden_units"])] * int(p["layers"]),
                             batch_norm=self.batch_norm, seed=trial.seed)
-        optimizer = T.build_optimizer("adam", model.parameters(), lr=float(p["learning_rate"]),
-                                      beta1=float(p["beta1"]))
+        if self.optimizer == "adam":
+            optimizer = T.build_optimizer("adam", model.parameters(), lr=float(p["learning_rate"]),
+                                          beta1=float(p["beta1"]))
+        else:  # SGD with momentum: beta1 is the momentum
+            optimizer = T.build_optimizer("sgd", model.parameters(), lr=float(p["learning_rate"]),
+                                          momentum=float(p["beta1"]))
         schedule = optim.InverseTimeDecay(optimizer, float(p["lr_decay"])) if p["lr_decay"] else None
         reporter = _Reporter(trial)
-        T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
-              batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
-              seed=trial.seed, schedule=schedule, callbacks=[reporter])
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and recorded
+            T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
+                  batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
+                  seed=trial.seed, schedule=schedule, callbacks=[reporter])
         return max(reporter.scores)
 
 
