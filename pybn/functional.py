@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+# plain ints: converting the IntEnum on every call costs more than the call
+_SOFTMAX, _LOG_SOFTMAX, _SOFTMAX_BACKWARD, _LOG_SOFTMAX_BACKWARD = (
+    int(op) for op in (_kernels.SoftmaxOp.SOFTMAX, _kernels.SoftmaxOp.LOG_SOFTMAX,
+                       _kernels.SoftmaxOp.SOFTMAX_BACKWARD, _kernels.SoftmaxOp.LOG_SOFTMAX_BACKWARD))
 _FLOAT_DTYPES = (_F32, _F64)
 
 
@@ -260,34 +264,34 @@ def _softmax_call(op, a, a_name, b, b_name, axis, out):
         raise ValueError(f"{a_name}: expected an array with at least 1 dimension, got a scalar")
     if b is not None:
         b = _same_dtype(b, b_name, a, a_name)
-    axis = _axis(axis, a.ndim)
-    outer, dim, inner = _split(a.shape, axis)
-    inputs = [a] if b is None else [a, b]
-    out_flat, result = _output(out, a.shape, a.dtype, inputs)
+    shape = a.shape
+    axis = _axis(axis, len(shape))
+    outer, dim, inner = _split(shape, axis)
+    out_flat, result = _output(out, shape, a.dtype, (a, b))
     if a.size:  # an empty axis or batch has nothing to normalize
         _kernels.softmax_family(op, outer, dim, inner, _flat(a), None if b is None else _flat(b),
                                 out_flat, get_num_threads())
-    return _finish(out_flat, result)
+    return result if out_flat is result else _finish(out_flat, result)
 
 
 def softmax(z, axis=-1, out=None):
     """exp(z - max) / sum(exp(z - max)) along `axis`."""
-    return _softmax_call(_kernels.SoftmaxOp.SOFTMAX, z, "z", None, None, axis, out)
+    return _softmax_call(_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def log_softmax(z, axis=-1, out=None):
     """(z - max) - log(sum(exp(z - max))) along `axis`."""
-    return _softmax_call(_kernels.SoftmaxOp.LOG_SOFTMAX, z, "z", None, None, axis, out)
+    return _softmax_call(_LOG_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def softmax_backward(dp, p, axis=-1, out=None):
     """dL/dz = p * (dp - sum(dp * p)) for p = softmax(z)."""
-    return _softmax_call(_kernels.SoftmaxOp.SOFTMAX_BACKWARD, dp, "dp", p, "p", axis, out)
+    return _softmax_call(_SOFTMAX_BACKWARD, dp, "dp", p, "p", axis, out)
 
 
 def log_softmax_backward(dlp, lp, axis=-1, out=None):
     """dL/dz = dlp - exp(lp) * sum(dlp) for lp = log_softmax(z)."""
-    return _softmax_call(_kernels.SoftmaxOp.LOG_SOFTMAX_BACKWARD, dlp, "dlp", lp, "lp", axis, out)
+    return _softmax_call(_LOG_SOFTMAX_BACKWARD, dlp, "dlp", lp, "lp", axis, out)
 
 
 _REDUCTIONS = ("mean", "sum", "none")
