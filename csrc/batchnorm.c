@@ -6,16 +6,6 @@
 #include "common.h"
 #include "pybn.h"
 
-/* Sizes are valid and their product fits in int64_t. */
-static int bn_shape_ok(int64_t outer, int64_t C, int64_t inner)
-{
-    if (outer < 0 || C < 1 || inner < 1)
-        return 0;
-    if (outer > 0 && (C > INT64_MAX / outer || inner > INT64_MAX / (outer * C)))
-        return 0;
-    return 1;
-}
-
 /* Columns per task in the rows layout: wide matrices with few rows still
  * split into enough tasks for every thread. Does not change any sum. */
 #define BN_COL_TILE 1024

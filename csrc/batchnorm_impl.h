@@ -282,7 +282,7 @@ pybn_status FN(pybn_batchnorm_forward_train)(
     const T *restrict beta, double momentum, double eps, T *restrict running_mean,
     T *restrict running_var, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
 {
-    if (!bn_shape_ok(outer, C, inner) || !x || !y || outer * inner < 2 || !bn_eps_ok(eps) ||
+    if (!pybn_shape_ok(outer, C, inner) || !x || !y || outer * inner < 2 || !bn_eps_ok(eps) ||
         !(momentum >= 0.0 && momentum <= 1.0))
         return PYBN_EINVAL;
     const int64_t n = outer * inner;
@@ -322,7 +322,7 @@ pybn_status FN(pybn_batchnorm_forward_eval)(
     const T *restrict beta, const T *restrict running_mean, const T *restrict running_var,
     double eps, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
 {
-    if (!bn_shape_ok(outer, C, inner) || !x || !y || !running_mean || !running_var ||
+    if (!pybn_shape_ok(outer, C, inner) || !x || !y || !running_mean || !running_var ||
         outer * inner < 1 || !bn_eps_ok(eps))
         return PYBN_EINVAL;
     const int nt = pybn_team_size(outer * inner * C, n_threads);
@@ -345,7 +345,7 @@ pybn_status FN(pybn_batchnorm_backward)(
     const T *restrict gamma, const T *restrict mean, const T *restrict invstd, int training,
     T *restrict dx, T *restrict dgamma, T *restrict dbeta, int n_threads)
 {
-    if (!bn_shape_ok(outer, C, inner) || !dy || !x || !mean || !invstd || outer * inner < 1)
+    if (!pybn_shape_ok(outer, C, inner) || !dy || !x || !mean || !invstd || outer * inner < 1)
         return PYBN_EINVAL;
     const int64_t n = outer * inner;
     const int nt = pybn_team_size(n * C, n_threads);

@@ -28,6 +28,17 @@ int pybn_dispatch_level(void);
  * Fixed, so that the summation order does not depend on the thread count. */
 #define PYBN_ROW_BLOCK 64
 
+/* (outer, dim, inner) are valid sizes of a view, dim >= 1, and their
+ * product fits in int64_t. */
+static inline int pybn_shape_ok(int64_t outer, int64_t dim, int64_t inner)
+{
+    if (outer < 0 || dim < 1 || inner < 1)
+        return 0;
+    if (outer > 0 && (dim > INT64_MAX / outer || inner > INT64_MAX / (outer * dim)))
+        return 0;
+    return 1;
+}
+
 static inline int pybn_team_size(int64_t work, int n_threads)
 {
     if (n_threads < 1 || work < PYBN_SMALL_WORK)

@@ -7,15 +7,6 @@
 #include "exp_simd.h"
 #include "pybn.h"
 
-static int sm_shape_ok(int64_t outer, int64_t K, int64_t inner)
-{
-    if (outer < 0 || K < 1 || inner < 1)
-        return 0;
-    if (outer > 0 && (K > INT64_MAX / outer || inner > INT64_MAX / (outer * K)))
-        return 0;
-    return 1;
-}
-
 /* Columns per task when reducing along a middle axis. */
 #define SM_TILE 64
 

@@ -221,7 +221,7 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
                                   const T *restrict a, const T *restrict b, T *restrict out,
                                   int n_threads)
 {
-    if (!sm_shape_ok(outer, K, inner) || !a || !out || (op >= SM_SOFTMAX_BWD && !b))
+    if (!pybn_shape_ok(outer, K, inner) || !a || !out || (op >= SM_SOFTMAX_BWD && !b))
         return PYBN_EINVAL;
     const int nt = pybn_team_size(outer * K * inner, n_threads);
     if (inner == 1) {
@@ -365,7 +365,7 @@ pybn_status FN(pybn_softmax_cross_entropy_labels)(int64_t rows, int64_t K, const
                                                   double *restrict loss, T *restrict dlogits,
                                                   int64_t *restrict bad_row, int n_threads)
 {
-    if (!sm_shape_ok(rows, K, 1) || !logits || !labels || !loss || !ce_smoothing_ok(label_smoothing))
+    if (!pybn_shape_ok(rows, K, 1) || !logits || !labels || !loss || !ce_smoothing_ok(label_smoothing))
         return PYBN_EINVAL;
     for (int64_t r = 0; r < rows; r++) {
         if (labels[r] < 0 || labels[r] >= K) {
@@ -383,7 +383,7 @@ pybn_status FN(pybn_softmax_cross_entropy_probs)(int64_t rows, int64_t K, const 
                                                  double grad_scale, double *restrict loss,
                                                  T *restrict dlogits, int n_threads)
 {
-    if (!sm_shape_ok(rows, K, 1) || !logits || !target || !loss || !ce_smoothing_ok(label_smoothing))
+    if (!pybn_shape_ok(rows, K, 1) || !logits || !target || !loss || !ce_smoothing_ok(label_smoothing))
         return PYBN_EINVAL;
     return FN(cross_entropy)(rows, K, logits, NULL, target, label_smoothing, grad_scale, loss,
                              dlogits, n_threads);
