@@ -29,6 +29,11 @@ def __getattr__(name):
 
 
 __all__ = [
+    "datasets",
+    "nn",
+    "optim",
+    "train",
+    "tune",
     "BNClassifier",
     "BatchNormOutput",
     "batch_norm_backward",

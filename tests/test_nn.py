@@ -27,11 +27,11 @@ def test_whole_network_gradients_match_finite_differences(batch_norm, activation
                 layer.gamma.data[...] = rng.uniform(0.5, 2, layer.num_features)
                 layer.beta.data[...] = rng.standard_normal(layer.num_features)
     _network_loss_and_grads(model, X, y)
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         grad = param.grad.copy()
         original = param.data.copy()
 
-        def loss_at(values, param=param):
+        def loss_at(values, param=param, original=original):
             param.data[...] = values
             model.train()
             value = nn.SoftmaxCrossEntropy()(model.forward(X), y)
@@ -90,7 +90,7 @@ def test_state_dict_round_trip_and_errors(rng):
     other = build_mlp(4, 3, hidden=(5,), seed=1)
     other.load_state_dict(state)
     for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, b, err_msg=name)
     with pytest.raises(ValueError, match="missing keys"):
         other.load_state_dict({k: v for k, v in state.items() if k != "0.W"})
     with pytest.raises(ValueError, match=r"state\['0.W'\]: expected shape"):

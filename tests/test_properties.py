@@ -3,7 +3,6 @@ dtypes, views and extreme values, every public kernel either equals the
 reference within the dtype tolerance or raises a clear ValueError/TypeError.
 Nothing else: no crash, no other exception, no silently wrong answer."""
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

@@ -136,7 +136,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="trials_per_round: expected 2 counts"):
         Study().coarse_to_fine(quadratic, SPACE, rounds=2, trials_per_round=[3, 3, 3])
     with pytest.raises(ValueError, match="best_trial: the study has no complete trial"):
-        Study().best_trial
+        _ = Study().best_trial
     with pytest.raises(ValueError, match="storage: directory"):
         Study("/nonexistent/dir/s.sqlite")
 
