@@ -87,3 +87,13 @@ def test_sigkill_mid_study_loses_nothing_and_repeats_nothing(tmp_path, workers):
         assert after[number] == row  # finished before the kill: untouched, not re-run
     with sqlite3.connect(storage) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_tune_on_a_dask_cluster(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        assert main(["tune", "--dask", cluster.scheduler_address, "--storage", str(tmp_path / "d.sqlite"),
+                     "--n-trials", "4", "--rounds", "2"] + QUICK) == 0
+    out = capsys.readouterr().out
+    assert "4 trials" in out and "on 2 worker(s)" in out

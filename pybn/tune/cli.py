@@ -50,16 +50,14 @@ def _check(args):
         raise SystemExit("pybn tune: error: --n-trials must be at least --rounds (one trial a round)")
 
 
-def _executor(args):
-    """(executor or None, workers)."""
+def _dask_client(args):
     if not args.dask:
-        return None, args.workers or os.cpu_count() or 1
+        return None
     try:
         from distributed import Client
     except ImportError as exc:
         raise SystemExit("pybn tune: error: --dask needs Dask: pip install 'pybn[dask]'") from exc
-    client = Client(args.dask)
-    return client.get_executor(), args.workers or sum(client.nthreads().values())
+    return Client(args.dask)
 
 
 def split_budget(n_trials, rounds):
@@ -70,9 +68,21 @@ def split_budget(n_trials, rounds):
 
 def run(args):
     _check(args)
-    executor, workers = _executor(args)
-    if args.compare_batchnorm:
-        return _compare_batchnorm(args, executor, workers)
+    client = _dask_client(args)
+    try:
+        if client is None:
+            executor, workers = None, args.workers or os.cpu_count() or 1
+        else:
+            executor, workers = client.get_executor(), args.workers or sum(client.nthreads().values())
+        if args.compare_batchnorm:
+            return _compare_batchnorm(args, executor, workers)
+        return _tune(args, executor, workers)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _tune(args, executor, workers):
     objective = MLPObjective(args.data, epochs=args.epochs)
     space = default_space()
     study = Study(args.storage, direction="maximize", name=args.study)
