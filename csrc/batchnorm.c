@@ -10,6 +10,11 @@
  * split into enough tasks for every thread. Does not change any sum. */
 #define BN_COL_TILE 1024
 
+/* Normalization in the input's precision (float arithmetic for float32)
+ * while every |shift| = |beta - mean*gamma*invstd| is at most this; see
+ * channel_affine(). */
+#define BN_T_SHIFT_BOUND 16.0
+
 /* The per-channel reductions channel_sums() can form. */
 enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2 };
 

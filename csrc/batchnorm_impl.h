@@ -59,6 +59,17 @@ PYBN_CLONES static void FN(run_affine)(const T *restrict x, int64_t n, double al
         y[i] = (T)((double)x[i] * alpha + shift);
 }
 
+/* The same map with alpha and shift rounded to T, in T's arithmetic: one
+ * fused multiply-add per element and no conversions (see channel_affine
+ * for when that is as accurate). */
+PYBN_CLONES static void FN(run_affine_t)(const T *restrict x, int64_t n, T alpha, T shift,
+                                         T *restrict y)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * alpha + shift;
+}
+
 /* dx = k_dy*dy + k_x*(x - mean) + k_c */
 PYBN_CLONES static void FN(run_dx)(const T *restrict dy, const T *restrict x, int64_t n, double mean,
                                    double k_dy, double k_x, double k_c, T *restrict dx)
@@ -120,6 +131,19 @@ PYBN_CLONES static void FN(rows_affine)(const T *restrict x, int64_t rows, int64
 #pragma omp simd
         for (int64_t c = 0; c < w; c++)
             yr[c] = (T)((double)xr[c] * alpha[c] + shift[c]);
+    }
+}
+
+PYBN_CLONES static void FN(rows_affine_t)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
+                                          const T *restrict alpha, const T *restrict shift,
+                                          T *restrict y)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict xr = x + r * ld;
+        T *restrict yr = y + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++)
+            yr[c] = xr[c] * alpha[c] + shift[c];
     }
 }
 
@@ -222,18 +246,41 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
                                const double *restrict alpha, const double *restrict shift,
                                T *restrict y, int nt)
 {
+    /* In T's precision y = fma(x, alpha_t, shift_t) errs by at most about
+     * (2|y| + 2|shift|) * eps(T): a few ulps of y while |shift| is small,
+     * i.e. unless |mean| >> std. Large shifts keep the double path, which
+     * is exact to one rounding whatever the mean. */
+    double max_shift = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        max_shift = fabs(shift[c]) > max_shift ? fabs(shift[c]) : max_shift;
+    T *coef = max_shift <= BN_T_SHIFT_BOUND ? (T *)malloc((size_t)(2 * C) * sizeof(T)) : NULL;
+    if (coef) {
+        for (int64_t c = 0; c < C; c++) {
+            coef[c] = (T)alpha[c];
+            coef[C + c] = (T)shift[c];
+        }
+    }
     if (inner > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t p = 0; p < outer * C; p++)
-            FN(run_affine)(x + p * inner, inner, alpha[p % C], shift[p % C], y + p * inner);
-        return;
-    }
+        for (int64_t p = 0; p < outer * C; p++) {
+            const int64_t c = p % C;
+            if (coef)
+                FN(run_affine_t)(x + p * inner, inner, coef[c], coef[C + c], y + p * inner);
+            else
+                FN(run_affine)(x + p * inner, inner, alpha[c], shift[c], y + p * inner);
+        }
+    } else {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
-        const int64_t r0 = b * PYBN_ROW_BLOCK;
-        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
-        FN(rows_affine)(x + r0 * C, rows, C, C, alpha, shift, y + r0 * C);
+        for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+            const int64_t r0 = b * PYBN_ROW_BLOCK;
+            const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+            if (coef)
+                FN(rows_affine_t)(x + r0 * C, rows, C, C, coef, coef + C, y + r0 * C);
+            else
+                FN(rows_affine)(x + r0 * C, rows, C, C, alpha, shift, y + r0 * C);
+        }
     }
+    free(coef); /* a failed malloc above only meant the double path */
 }
 
 /* dx = k_dy[c]*dy + k_x[c]*(x - mean[c]) + k_c[c] over (outer, C, inner). */
