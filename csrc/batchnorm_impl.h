@@ -79,6 +79,16 @@ PYBN_CLONES static void FN(run_dx)(const T *restrict dy, const T *restrict x, in
         dx[i] = (T)(k_dy * (double)dy[i] + k_x * ((double)x[i] - mean) + k_c);
 }
 
+/* The same with the coefficients c = {mean, k_dy, k_x, k_c} rounded to T. */
+PYBN_CLONES static void FN(run_dx_t)(const T *restrict dy, const T *restrict x, int64_t n,
+                                     const T *restrict c, T *restrict dx)
+{
+    const T mean = c[0], k_dy = c[1], k_x = c[2], k_c = c[3];
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = k_dy * dy[i] + k_x * (x[i] - mean) + k_c;
+}
+
 /* ---- a block of rows, columns [0, w) of a row stride ld (rows layout) ---- */
 
 PYBN_CLONES static void FN(rows_sum)(const T *restrict x, int64_t rows, int64_t w, int64_t ld,
@@ -159,6 +169,22 @@ PYBN_CLONES static void FN(rows_dx)(const T *restrict dy, const T *restrict x, i
 #pragma omp simd
         for (int64_t c = 0; c < w; c++)
             dxr[c] = (T)(k_dy[c] * (double)dyr[c] + k_x[c] * ((double)xr[c] - mean[c]) + k_c[c]);
+    }
+}
+
+/* coef holds 4 rows of w: mean, k_dy, k_x, k_c rounded to T. */
+PYBN_CLONES static void FN(rows_dx_t)(const T *restrict dy, const T *restrict x, int64_t rows,
+                                      int64_t w, int64_t ld, const T *restrict coef, T *restrict dx)
+{
+    const T *restrict mean = coef, *restrict k_dy = coef + w, *restrict k_x = coef + 2 * w;
+    const T *restrict k_c = coef + 3 * w;
+    for (int64_t r = 0; r < rows; r++) {
+        const T *restrict dyr = dy + r * ld;
+        const T *restrict xr = x + r * ld;
+        T *restrict dxr = dx + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++)
+            dxr[c] = k_dy[c] * dyr[c] + k_x[c] * (xr[c] - mean[c]) + k_c[c];
     }
 }
 
@@ -286,24 +312,50 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
 /* dx = k_dy[c]*dy + k_x[c]*(x - mean[c]) + k_c[c] over (outer, C, inner). */
 static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *restrict dy,
                            const T *restrict x, const double *restrict mean,
-                           const double *restrict k_dy, const double *restrict k_x,
-                           const double *restrict k_c, T *restrict dx, int nt)
+                           const T *restrict invstd, const double *restrict k_dy,
+                           const double *restrict k_x, const double *restrict k_c, T *restrict dx,
+                           int nt)
 {
+    /* As for the forward (channel_affine): in T's precision, rounding the
+     * mean to T adds about |k_x*mean|*eps(T) to dx, a few ulps of the
+     * k_x*(x - mean) term while |mean| <= BN_T_SHIFT_BOUND standard
+     * deviations. Beyond that (a large mean) the double path stays exact. */
+    int t_ok = 1;
+    for (int64_t c = 0; c < C && t_ok; c++)
+        t_ok = fabs(mean[c] * (double)invstd[c]) <= BN_T_SHIFT_BOUND;
+    T *coef = t_ok ? (T *)malloc((size_t)(4 * C) * sizeof(T)) : NULL; /* NULL: double path */
+    if (coef) {
+        for (int64_t c = 0; c < C; c++) {
+            coef[c] = (T)mean[c];
+            coef[C + c] = (T)k_dy[c];
+            coef[2 * C + c] = (T)k_x[c];
+            coef[3 * C + c] = (T)k_c[c];
+        }
+    }
     if (inner > 1) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t p = 0; p < outer * C; p++) {
             const int64_t c = p % C;
-            FN(run_dx)(dy + p * inner, x + p * inner, inner, mean[c], k_dy[c], k_x[c], k_c[c],
-                       dx + p * inner);
+            if (coef) {
+                const T per_channel[4] = {coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]};
+                FN(run_dx_t)(dy + p * inner, x + p * inner, inner, per_channel, dx + p * inner);
+            } else {
+                FN(run_dx)(dy + p * inner, x + p * inner, inner, mean[c], k_dy[c], k_x[c], k_c[c],
+                           dx + p * inner);
+            }
         }
-        return;
-    }
+    } else {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
-        const int64_t r0 = b * PYBN_ROW_BLOCK;
-        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
-        FN(rows_dx)(dy + r0 * C, x + r0 * C, rows, C, C, mean, k_dy, k_x, k_c, dx + r0 * C);
+        for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+            const int64_t r0 = b * PYBN_ROW_BLOCK;
+            const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+            if (coef)
+                FN(rows_dx_t)(dy + r0 * C, x + r0 * C, rows, C, C, coef, dx + r0 * C);
+            else
+                FN(rows_dx)(dy + r0 * C, x + r0 * C, rows, C, C, mean, k_dy, k_x, k_c, dx + r0 * C);
+        }
     }
+    free(coef);
 }
 
 /* alpha = gamma*invstd, shift = beta - mean*alpha; writes mean/invstd out. */
@@ -425,7 +477,7 @@ pybn_status FN(pybn_batchnorm_backward)(
         k_c[c] = training ? -g * s_dy[c] / (double)n : 0.0;
     }
     if (dx)
-        FN(channel_dx)(outer, C, inner, dy, x, mean_d, k_dy, k_x, k_c, dx, nt);
+        FN(channel_dx)(outer, C, inner, dy, x, mean_d, invstd, k_dy, k_x, k_c, dx, nt);
     free(scratch);
     return PYBN_OK;
 }
