@@ -310,3 +310,20 @@ def test_kernel_layer_rejects_bad_calls_without_crashing():
         call(y=read_only)
     with pytest.raises(TypeError, match="x: expected a numpy array"):
         call(x=[1.0] * 6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 10.0, 15.0, 17.0, 100.0, 1e4])
+@pytest.mark.parametrize("shape,axis", [((512, 6), 1), ((8, 6, 40), 1)])
+def test_both_precision_paths_match_the_reference(offset, shape, axis, rng):
+    # Normalization and dx run in float32 arithmetic while |mean| <= 16 std
+    # and in double beyond: both sides of that switch are as accurate.
+    x = (offset + rng.standard_normal(shape)).astype(np.float32)
+    gamma = rng.uniform(0.5, 2.0, 6).astype(np.float32)
+    beta = rng.standard_normal(6).astype(np.float32)
+    y, mean, invstd = pybn.batch_norm_forward(x, gamma, beta, axis=axis)
+    y_ref, _, _ = ref.batch_norm_forward(x, gamma, beta, axis=axis)
+    assert_close(y, y_ref, scale=4)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    dx, _, _ = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, axis=axis)
+    dx_ref, _, _ = ref.batch_norm_backward(dy, x, gamma, mean, invstd, axis=axis)
+    assert_close(dx, dx_ref, scale=8)
