@@ -9,7 +9,9 @@
  *     rows times tiles of columns; one partial row per block, combined per
  *     channel in order of the blocks.
  * Neither split depends on the thread count, so neither do the results.
- * Every per-element formula is evaluated in double and rounded once. */
+ * Sums accumulate in double. The per-element maps (normalize, dx) have a
+ * double version, exact to one rounding, and a version in T's arithmetic
+ * used while it is within a few ulps (see channel_affine, channel_dx). */
 
 #define FN(name) PYBN_CAT(name, SFX)
 
