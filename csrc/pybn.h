@@ -14,7 +14,8 @@
  *   - Reductions accumulate in double for both dtypes. Batch norm's
  *     per-element maps run in the input's dtype while that costs at most a
  *     few ulps (|mean| <= 16 standard deviations) and in double otherwise;
- *     the softmax family's maps run in double, its float exp in float.
+ *     the softmax family's per-element maps are within a few ulps (its
+ *     float exp within 2 ulps, see common.h).
  */
 #ifndef PYBN_H
 #define PYBN_H
