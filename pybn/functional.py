@@ -1,8 +1,8 @@
 """Public kernel functions: validate the arguments, then call the C kernels.
 
-All argument checks live here (the Cython layer checks nothing): every bad
-input becomes a ValueError or TypeError naming the argument and what was
-expected. Inputs of any strides are made C-contiguous once; outputs are new
+All argument checks live here (the Cython layer below only guards memory
+safety): every bad input becomes a ValueError or TypeError naming the
+argument and what was expected. Inputs of any strides are made C-contiguous once; outputs are new
 C-contiguous arrays unless `out=` is given. Semantics follow
 torch.nn.functional.batch_norm, torch.softmax / log_softmax and
 torch.nn.functional.cross_entropy; see DESIGN.md.
@@ -135,8 +135,8 @@ def _channel_vector(a, name, channels, dtype, writeable=False):
 
 
 def _output(out, shape, dtype, inputs):
-    """(kernel_out, result): the flat array the kernel writes and the array
-    returned. `out` must match exactly; if it is strided or overlaps an
+    """(kernel_out, result): the C-contiguous array the kernel writes and the
+    array returned. `out` must match exactly; if it is strided or overlaps an
     input, the kernel writes a fresh array that is then copied into it."""
     if out is None:
         fresh = np.empty(shape, dtype)
