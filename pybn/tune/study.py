@@ -11,12 +11,12 @@ where the interrupted one would have.
 Only this (coordinating) process writes the storage; workers return results.
 """
 import concurrent.futures as cf
-from concurrent.futures import BrokenExecutor
 import inspect
 import math
 import multiprocessing
 import os
 import secrets
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +25,6 @@ from .spaces import check_space, space_from_json, space_to_json
 from .storage import SQLiteStorage
 
 __all__ = ["Study", "Trial", "TrialContext", "TrialPruned", "RetestResult"]
-
-STATES = ("running", "complete", "failed", "pruned")
 
 
 @dataclass(frozen=True)
