@@ -276,6 +276,10 @@ class Study:
         # depend on which trials of this round happen to finish first
         reference = [t.intermediate for t in existing.values() if t.round < round_ and t.state == "complete"]
         bar = _progress_bar(n_trials, n_trials - len(jobs), round_, progress)
+        # the best score so far, kept up to date here rather than re-read
+        # from the storage after every trial
+        best = self.best_trials(1)
+        best = best[0].value if best else None
 
         def started(number, params, trial_seed):
             self.storage.start_trial(self.name, number, round_, params, trial_seed)
@@ -283,11 +287,12 @@ class Study:
         for number, (state, value, error, intermediate) in self._execute(
                 objective, jobs, reference, n_workers, executor, on_start=started):
             self.storage.finish_trial(self.name, number, state, value, error, intermediate)
+            if state == "complete" and (best is None or (value > best if self.maximize else value < best)):
+                best = value
             if bar is not None:
                 bar.update(1)
-                best = self.best_trials(1)
-                if best:
-                    bar.set_postfix(best=f"{best[0].value:.4f}")
+                if best is not None:
+                    bar.set_postfix(best=f"{best:.4f}")
         if bar is not None:
             bar.close()
 
