@@ -205,8 +205,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
         double *partial = (double *)malloc((size_t)(planes * n_out) * sizeof(double));
         if (!partial)
             return PYBN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t p = 0; p < planes; p++) {
+        PYBN_PARALLEL_FOR(nt, p, planes, {
             const int64_t c = p % C;
             const T *xp = x + p * inner;
             if (kind == BN_SUM)
@@ -215,7 +214,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
                 partial[p] = FN(run_sqdev)(xp, inner, mean[c]);
             else
                 FN(run_dy_sums)(dy + p * inner, xp, inner, mean[c], &partial[p], &partial[planes + p]);
-        }
+        });
         for (int64_t c = 0; c < C; c++) {
             double s1 = 0.0, s2 = 0.0;
             for (int64_t o = 0; o < outer; o++) {
@@ -237,8 +236,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
     if (!partial)
         return PYBN_ENOMEM;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t task = 0; task < blocks * tiles; task++) {
+    PYBN_PARALLEL_FOR(nt, task, blocks * tiles, {
         const int64_t b = task / tiles, c0 = (task % tiles) * BN_COL_TILE;
         const int64_t r0 = b * PYBN_ROW_BLOCK;
         const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
@@ -251,10 +249,9 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
             FN(rows_sqdev)(x + at, rows, w, C, mean + c0, acc);
         else
             FN(rows_dy_sums)(dy + at, x + at, rows, w, C, mean + c0, acc, acc + stride);
-    }
+    });
     /* combine the blocks' partial rows, in block order, column by column */
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && blocks * C >= PYBN_SMALL_WORK)
-    for (int64_t c = 0; c < C; c++) {
+    PYBN_PARALLEL_FOR((blocks * C >= PYBN_SMALL_WORK) ? nt : 1, c, C, {
         double s1 = 0.0, s2 = 0.0;
         for (int64_t b = 0; b < blocks; b++) {
             s1 += partial[b * C + c];
@@ -264,7 +261,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
         out1[c] = s1;
         if (n_out == 2)
             out2[c] = s2;
-    }
+    });
     free(partial);
     return PYBN_OK;
 }
@@ -289,24 +286,22 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
         }
     }
     if (inner > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t p = 0; p < outer * C; p++) {
+        PYBN_PARALLEL_FOR(nt, p, outer * C, {
             const int64_t c = p % C;
             if (coef)
                 FN(run_affine_t)(x + p * inner, inner, coef[c], coef[C + c], y + p * inner);
             else
                 FN(run_affine)(x + p * inner, inner, alpha[c], shift[c], y + p * inner);
-        }
+        });
     } else {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+        PYBN_PARALLEL_FOR(nt, b, (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK, {
             const int64_t r0 = b * PYBN_ROW_BLOCK;
             const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
             if (coef)
                 FN(rows_affine_t)(x + r0 * C, rows, C, C, coef, coef + C, y + r0 * C);
             else
                 FN(rows_affine)(x + r0 * C, rows, C, C, alpha, shift, y + r0 * C);
-        }
+        });
     }
     free(coef); /* a failed malloc above only meant the double path */
 }
@@ -335,8 +330,7 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
         }
     }
     if (inner > 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t p = 0; p < outer * C; p++) {
+        PYBN_PARALLEL_FOR(nt, p, outer * C, {
             const int64_t c = p % C;
             if (coef) {
                 const T per_channel[4] = {coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]};
@@ -345,17 +339,16 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
                 FN(run_dx)(dy + p * inner, x + p * inner, inner, mean[c], k_dy[c], k_x[c], k_c[c],
                            dx + p * inner);
             }
-        }
+        });
     } else {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t b = 0; b < (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; b++) {
+        PYBN_PARALLEL_FOR(nt, b, (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK, {
             const int64_t r0 = b * PYBN_ROW_BLOCK;
             const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
             if (coef)
                 FN(rows_dx_t)(dy + r0 * C, x + r0 * C, rows, C, C, coef, dx + r0 * C);
             else
                 FN(rows_dx)(dy + r0 * C, x + r0 * C, rows, C, C, mean, k_dy, k_x, k_c, dx + r0 * C);
-        }
+        });
     }
     free(coef);
 }

@@ -24,6 +24,25 @@ int pybn_dispatch_level(void);
  * team costs more than it saves. Results do not depend on it. */
 #define PYBN_SMALL_WORK ((int64_t)1 << 15)
 
+/* for (int64_t var = 0; var < count; var++) body, split statically over nt
+ * threads. With one thread no parallel region is entered at all: even
+ * under if(0), GOMP_parallel builds a team and ends it with a futex
+ * syscall, about half a microsecond per region, as much as a small
+ * kernel's work. The body is the last argument, in braces. */
+#define PYBN_PARALLEL_FOR(nt, var, count, ...)                                  \
+    do {                                                                        \
+        const int pybn_nt_ = (nt);                                              \
+        const int64_t pybn_count_ = (count);                                    \
+        if (pybn_nt_ > 1) {                                                     \
+            _Pragma("omp parallel for num_threads(pybn_nt_) schedule(static)") \
+            for (int64_t var = 0; var < pybn_count_; var++)                     \
+                __VA_ARGS__                                                     \
+        } else {                                                                \
+            for (int64_t var = 0; var < pybn_count_; var++)                     \
+                __VA_ARGS__                                                     \
+        }                                                                       \
+    } while (0)
+
 /* Rows per partial-sum block when reducing over rows of a (rows, C) matrix.
  * Fixed, so that the summation order does not depend on the thread count. */
 #define PYBN_ROW_BLOCK 64

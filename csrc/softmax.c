@@ -15,20 +15,42 @@ enum { SM_SOFTMAX = 0, SM_LOG_SOFTMAX = 1, SM_SOFTMAX_BWD = 2, SM_LOG_SOFTMAX_BW
 
 static int ce_smoothing_ok(double s) { return s >= 0.0 && s <= 1.0; }
 
-/* float rows use the hand-vectorized exp-sum where the CPU has it */
-static double exp_sum_f32(const float *restrict z, int64_t K, float m, float *restrict e);
+/* Rows per task: about this many elements, so that short rows are not one
+ * task each and long rows still spread over the threads. */
+#define SM_TASK_WORK 4096
+
+/* float rows use the hand-vectorized pipeline where the CPU has it */
+static float simd_row_max_f32(const float *restrict z, int64_t K, int *restrict nan_row);
+static double simd_exp_sum_f32(const float *restrict z, int64_t K, float m, float *restrict e);
+static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t K, int log_out, float *restrict out);
 
 #define T float
 #define SFX f32
 #define EXP pybn_expf
-#define ROW_EXP_SUM exp_sum_f32
+#define ROW_MAX simd_row_max_f32
+#define ROW_EXP_SUM simd_exp_sum_f32
+#define ROWS_SOFTMAX simd_softmax_rows_f32
 #include "softmax_impl.h"
 #undef T
 #undef SFX
 #undef EXP
+#undef ROW_MAX
 #undef ROW_EXP_SUM
+#undef ROWS_SOFTMAX
 
-static double exp_sum_f32(const float *restrict z, int64_t K, float m, float *restrict e)
+static float simd_row_max_f32(const float *restrict z, int64_t K, int *restrict nan_row)
+{
+#ifdef PYBN_HAVE_EXP_SIMD
+    const int level = pybn_dispatch_level();
+    if (level == 2)
+        return row_max_f32_avx512(z, K, nan_row);
+    if (level == 1)
+        return row_max_f32_avx2(z, K, nan_row);
+#endif
+    return row_max_portable_f32(z, K, nan_row);
+}
+
+static double simd_exp_sum_f32(const float *restrict z, int64_t K, float m, float *restrict e)
 {
 #ifdef PYBN_HAVE_EXP_SIMD
     const int level = pybn_dispatch_level();
@@ -38,6 +60,22 @@ static double exp_sum_f32(const float *restrict z, int64_t K, float m, float *re
         return exp_sum_f32_avx2(z, K, m, e);
 #endif
     return row_exp_sum_portable_f32(z, K, m, e);
+}
+
+static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t K, int log_out, float *restrict out)
+{
+#ifdef PYBN_HAVE_EXP_SIMD
+    const int level = pybn_dispatch_level();
+    if (level == 2) {
+        softmax_rows_f32_avx512(z, rows, K, log_out, out);
+        return;
+    }
+    if (level == 1) {
+        softmax_rows_f32_avx2(z, rows, K, log_out, out);
+        return;
+    }
+#endif
+    softmax_rows_portable_f32(z, rows, K, log_out, out);
 }
 
 #define T double

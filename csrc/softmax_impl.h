@@ -19,7 +19,7 @@
 /* max(z) ignoring NaN, and whether the row's softmax is all NaN: a NaN,
  * a +inf or only -inf entries make it so (as PyTorch). Other rows have
  * z - max <= 0 everywhere, which the exp of the fast path relies on. */
-PYBN_CLONES static T FN(row_max)(const T *restrict z, int64_t K, int *restrict nan_row)
+PYBN_CLONES static T FN(row_max_portable)(const T *restrict z, int64_t K, int *restrict nan_row)
 {
     T m = -INFINITY;
     int nans = 0;
@@ -30,6 +30,15 @@ PYBN_CLONES static T FN(row_max)(const T *restrict z, int64_t K, int *restrict n
     }
     *nan_row = nans || !isfinite(m);
     return m;
+}
+
+static T FN(row_max)(const T *restrict z, int64_t K, int *restrict nan_row)
+{
+#ifdef ROW_MAX
+    return ROW_MAX(z, K, nan_row);
+#else
+    return FN(row_max_portable)(z, K, nan_row);
+#endif
 }
 
 static void FN(row_fill_nan)(T *restrict out, int64_t K)
@@ -137,6 +146,31 @@ PYBN_CLONES static void FN(row_log_softmax_backward)(const T *restrict dlp, cons
         dz[k] = (T)((double)dlp[k] - (double)EXP(lp[k]) * sum);
 }
 
+/* softmax (log_out == 0) or log_softmax of `rows` rows of K. */
+static void FN(softmax_rows_portable)(const T *restrict z, int64_t rows, int64_t K, int log_out,
+                                      T *restrict out)
+{
+    for (int64_t r = 0; r < rows; r++, z += K, out += K) {
+        int nan_row;
+        const T m = FN(row_max)(z, K, &nan_row);
+        if (nan_row)
+            FN(row_fill_nan)(out, K);
+        else if (!log_out)
+            FN(row_scale)(out, K, 1.0 / FN(row_exp_sum)(z, K, m, out));
+        else
+            FN(row_log_softmax)(z, K, m, (T)log(FN(row_exp_sum)(z, K, m, NULL)), out);
+    }
+}
+
+static void FN(softmax_rows)(const T *restrict z, int64_t rows, int64_t K, int log_out, T *restrict out)
+{
+#ifdef ROWS_SOFTMAX
+    ROWS_SOFTMAX(z, rows, K, log_out, out);
+#else
+    FN(softmax_rows_portable)(z, rows, K, log_out, out);
+#endif
+}
+
 /* ---- column tiles: z + k*inner + j for j < w ------------------------------ */
 
 PYBN_CLONES static void FN(cols_softmax)(const T *restrict z, int64_t K, int64_t inner, int64_t w,
@@ -224,31 +258,29 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
     if (!pybn_shape_ok(outer, K, inner) || !a || !out || (op >= SM_SOFTMAX_BWD && !b))
         return PYBN_EINVAL;
     const int nt = pybn_team_size(outer * K * inner, n_threads);
+    if (inner == 1 && op <= SM_LOG_SOFTMAX) {
+        /* tasks of whole rows, about SM_TASK_WORK elements each */
+        const int64_t per_task = K >= SM_TASK_WORK ? 1 : SM_TASK_WORK / K;
+        const int64_t tasks = (outer + per_task - 1) / per_task;
+        PYBN_PARALLEL_FOR(nt, t, tasks, {
+            const int64_t r0 = t * per_task, n = outer - r0 < per_task ? outer - r0 : per_task;
+            FN(softmax_rows)(a + r0 * K, n, K, op == SM_LOG_SOFTMAX, out + r0 * K);
+        });
+        return PYBN_OK;
+    }
     if (inner == 1) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t r = 0; r < outer; r++) {
+        PYBN_PARALLEL_FOR(nt, r, outer, {
             const T *ar = a + r * K;
             T *outr = out + r * K;
-            if (op <= SM_LOG_SOFTMAX) {
-                int nan_row;
-                const T m = FN(row_max)(ar, K, &nan_row);
-                if (nan_row)
-                    FN(row_fill_nan)(outr, K);
-                else if (op == SM_SOFTMAX)
-                    FN(row_scale)(outr, K, 1.0 / FN(row_exp_sum)(ar, K, m, outr));
-                else
-                    FN(row_log_softmax)(ar, K, m, (T)log(FN(row_exp_sum)(ar, K, m, NULL)), outr);
-            } else if (op == SM_SOFTMAX_BWD) {
+            if (op == SM_SOFTMAX_BWD)
                 FN(row_softmax_backward)(ar, b + r * K, K, FN(row_dot)(ar, b + r * K, K), outr);
-            } else {
+            else
                 FN(row_log_softmax_backward)(ar, b + r * K, K, FN(row_sum)(ar, K), outr);
-            }
-        }
+        });
         return PYBN_OK;
     }
     const int64_t tiles = (inner + SM_TILE - 1) / SM_TILE;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t task = 0; task < outer * tiles; task++) {
+    PYBN_PARALLEL_FOR(nt, task, outer * tiles, {
         const int64_t o = task / tiles, j0 = (task % tiles) * SM_TILE;
         const int64_t w = inner - j0 < SM_TILE ? inner - j0 : SM_TILE;
         const int64_t at = o * K * inner + j0;
@@ -256,7 +288,7 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
             FN(cols_softmax)(a + at, K, inner, w, op == SM_LOG_SOFTMAX, out + at);
         else
             FN(cols_backward)(a + at, b + at, K, inner, w, op == SM_LOG_SOFTMAX_BWD, out + at);
-    }
+    });
     return PYBN_OK;
 }
 
@@ -326,8 +358,7 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
                                      T *restrict dz, int n_threads)
 {
     const int nt = pybn_team_size(rows * K, n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < rows; r++) {
+    PYBN_PARALLEL_FOR(nt, r, rows, {
         const T *zr = z + r * K;
         T *dzr = dz ? dz + r * K : NULL;
         int nan_row;
@@ -355,7 +386,7 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
         if (dzr)
             FN(row_ce_grad)(dzr, K, 1.0 / s, q_sum, labels ? NULL : target + r * K,
                             labels ? labels[r] : -1, smoothing, scale);
-    }
+    });
     return PYBN_OK;
 }
 

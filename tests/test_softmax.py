@@ -245,8 +245,10 @@ def test_kernel_layer_rejects_bad_labels_with_status_not_crash():
 
 @pytest.mark.parametrize("level", ["avx2", "baseline"])
 def test_every_simd_path_matches_the_reference(level, tmp_path):
-    # The hand-vectorized exp has AVX-512, AVX2 and portable versions; run
-    # the lower ones in a subprocess with the dispatch capped.
+    # The float row pipeline has AVX-512, AVX2 and portable versions; run
+    # the lower ones in a subprocess with the dispatch capped. Widths cover
+    # each vector length's full, partial and multi-block cases; the rows
+    # cover NaN rows, underflow to 0 and -inf entries.
     import subprocess
     import sys
     code = (
@@ -254,21 +256,37 @@ def test_every_simd_path_matches_the_reference(level, tmp_path):
         "from pybn import reference as ref\n"
         f"assert K.build_info()['simd'].startswith({'x86-64-v3' if level == 'avx2' else 'baseline'!r})\n"
         "rng = np.random.default_rng(0)\n"
-        "for shape in [(3, 1), (5, 7), (9, 17), (4, 1000), (2, 33)]:\n"
-        "    z = (rng.standard_normal(shape) * 30).astype(np.float32)\n"
+        "for K_ in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 129, 1000]:\n"
+        "    z = (rng.standard_normal((6, K_)) * 30).astype(np.float32)\n"
         "    z[0, 0] = -np.inf\n"
+        "    z[1, -1] = np.nan\n"
+        "    z[2, 0] = np.inf\n"
+        "    z[3] = -np.inf\n"
+        "    z[4, 0] = 200.0\n"
         "    for op in ('softmax', 'log_softmax'):\n"
         "        got, want = getattr(pybn, op)(z), getattr(ref, op)(z)\n"
         "        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * 60)\n"
-        "    loss, dz = pybn.softmax_cross_entropy(z, np.zeros(shape[0], int))\n"
-        "    loss_ref, dz_ref = ref.softmax_cross_entropy(z, np.zeros(shape[0], int))\n"
-        "    np.testing.assert_allclose(dz, dz_ref, rtol=2e-5, atol=2e-5)\n"
+        "    for target in (np.zeros(6, int), np.full(z.shape, 1.0 / K_, np.float32)):\n"
+        "        loss, dz = pybn.softmax_cross_entropy(z[4:], target[4:], reduction='none')\n"
+        "        loss_ref, dz_ref = ref.softmax_cross_entropy(z[4:], target[4:], reduction='none')\n"
+        "        np.testing.assert_allclose(loss, loss_ref, rtol=2e-5, atol=2e-5)\n"
+        "        np.testing.assert_allclose(dz, dz_ref, rtol=2e-5, atol=2e-5)\n"
         "print('ok')\n")
     import os
     env = dict(os.environ, PYBN_SIMD=level)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_float_exp_underflows_to_zero_without_flushing_larger_values():
+    # The vectorized exp clamps its argument instead of comparing: exp is
+    # exactly 0 well below float's normal range and accurate above it.
+    z = np.array([[0.0, -80.0, -87.0, -90.0, -1e4, -np.inf]], np.float32)
+    p = pybn.softmax(z)
+    assert p[0, 0] == 1.0
+    np.testing.assert_allclose(p[0, 1:3], np.exp(np.array([-80.0, -87.0])), rtol=1e-5)
+    assert np.all(p[0, 3:] == 0.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
