@@ -11,6 +11,7 @@ read or write out of bounds. Arrays are passed as raw pointers rather than
 typed memoryviews: a fused-type memoryview call costs microseconds, which
 dominates small problems.
 """
+from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
 
 cimport numpy as cnp
@@ -129,6 +130,106 @@ cdef int64_t _volume(int64_t a, int64_t b, int64_t c) except -1:
 _TYPENUM = (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)
 
 
+cpdef enum SoftmaxOp:
+    SOFTMAX = 0
+    LOG_SOFTMAX = 1
+    SOFTMAX_BACKWARD = 2
+    LOG_SOFTMAX_BACKWARD = 3
+
+
+# ---- the float32/float64 switch, once per kernel ---------------------------------
+# kind 0 is float32, 1 is float64; pointers were checked by the caller.
+
+cdef pybn_status _bn_train(int kind, int64_t outer, int64_t channels, int64_t inner, void *px,
+                           void *pg, void *pb, double momentum, double eps, void *prm, void *prv,
+                           void *py, void *pm, void *pi, int n_threads) noexcept nogil:
+    if kind == 0:
+        return pybn_batchnorm_forward_train_f32(
+            outer, channels, inner, <float *>px, <float *>pg, <float *>pb, momentum, eps,
+            <float *>prm, <float *>prv, <float *>py, <float *>pm, <float *>pi, n_threads)
+    return pybn_batchnorm_forward_train_f64(
+        outer, channels, inner, <double *>px, <double *>pg, <double *>pb, momentum, eps,
+        <double *>prm, <double *>prv, <double *>py, <double *>pm, <double *>pi, n_threads)
+
+
+cdef pybn_status _bn_eval(int kind, int64_t outer, int64_t channels, int64_t inner, void *px,
+                          void *pg, void *pb, void *prm, void *prv, double eps, void *py, void *pm,
+                          void *pi, int n_threads) noexcept nogil:
+    if kind == 0:
+        return pybn_batchnorm_forward_eval_f32(
+            outer, channels, inner, <float *>px, <float *>pg, <float *>pb, <float *>prm,
+            <float *>prv, eps, <float *>py, <float *>pm, <float *>pi, n_threads)
+    return pybn_batchnorm_forward_eval_f64(
+        outer, channels, inner, <double *>px, <double *>pg, <double *>pb, <double *>prm,
+        <double *>prv, eps, <double *>py, <double *>pm, <double *>pi, n_threads)
+
+
+cdef pybn_status _bn_backward(int kind, int64_t outer, int64_t channels, int64_t inner, void *pdy,
+                              void *px, void *pg, void *pm, void *pi, bint training, void *pdx,
+                              void *pdg, void *pdb, int n_threads) noexcept nogil:
+    if kind == 0:
+        return pybn_batchnorm_backward_f32(
+            outer, channels, inner, <float *>pdy, <float *>px, <float *>pg, <float *>pm,
+            <float *>pi, training, <float *>pdx, <float *>pdg, <float *>pdb, n_threads)
+    return pybn_batchnorm_backward_f64(
+        outer, channels, inner, <double *>pdy, <double *>px, <double *>pg, <double *>pm,
+        <double *>pi, training, <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
+
+
+cdef pybn_status _softmax(int kind, int op, int64_t outer, int64_t dim, int64_t inner, void *pa,
+                          void *pb, void *po, int n_threads) noexcept nogil:
+    if kind == 0:
+        if op == SOFTMAX:
+            return pybn_softmax_f32(outer, dim, inner, <float *>pa, <float *>po, n_threads)
+        if op == LOG_SOFTMAX:
+            return pybn_log_softmax_f32(outer, dim, inner, <float *>pa, <float *>po, n_threads)
+        if op == SOFTMAX_BACKWARD:
+            return pybn_softmax_backward_f32(outer, dim, inner, <float *>pa, <float *>pb,
+                                             <float *>po, n_threads)
+        if op == LOG_SOFTMAX_BACKWARD:
+            return pybn_log_softmax_backward_f32(outer, dim, inner, <float *>pa, <float *>pb,
+                                                 <float *>po, n_threads)
+        return PYBN_EINVAL
+    if op == SOFTMAX:
+        return pybn_softmax_f64(outer, dim, inner, <double *>pa, <double *>po, n_threads)
+    if op == LOG_SOFTMAX:
+        return pybn_log_softmax_f64(outer, dim, inner, <double *>pa, <double *>po, n_threads)
+    if op == SOFTMAX_BACKWARD:
+        return pybn_softmax_backward_f64(outer, dim, inner, <double *>pa, <double *>pb,
+                                         <double *>po, n_threads)
+    if op == LOG_SOFTMAX_BACKWARD:
+        return pybn_log_softmax_backward_f64(outer, dim, inner, <double *>pa, <double *>pb,
+                                             <double *>po, n_threads)
+    return PYBN_EINVAL
+
+
+cdef pybn_status _ce_labels(int kind, int64_t rows, int64_t classes, void *pz, int64_t *pl,
+                            double smoothing, double grad_scale, double *ploss, void *pdz,
+                            int64_t *bad_row, int n_threads) noexcept nogil:
+    if kind == 0:
+        return pybn_softmax_cross_entropy_labels_f32(rows, classes, <float *>pz, pl, smoothing,
+                                                     grad_scale, ploss, <float *>pdz, bad_row,
+                                                     n_threads)
+    return pybn_softmax_cross_entropy_labels_f64(rows, classes, <double *>pz, pl, smoothing,
+                                                 grad_scale, ploss, <double *>pdz, bad_row,
+                                                 n_threads)
+
+
+cdef pybn_status _ce_probs(int kind, int64_t rows, int64_t classes, void *pz, void *pt,
+                           double smoothing, double grad_scale, double *ploss, void *pdz,
+                           int n_threads) noexcept nogil:
+    if kind == 0:
+        return pybn_softmax_cross_entropy_probs_f32(rows, classes, <float *>pz, <float *>pt,
+                                                    smoothing, grad_scale, ploss, <float *>pdz,
+                                                    n_threads)
+    return pybn_softmax_cross_entropy_probs_f64(rows, classes, <double *>pz, <double *>pt,
+                                                smoothing, grad_scale, ploss, <double *>pdz,
+                                                n_threads)
+
+
+# ---- entry points: sizes and arrays prepared by functional.py ---------------------
+
+
 def batchnorm_forward_train(int64_t outer, int64_t channels, int64_t inner,
                             x, gamma, beta,                    # IN (gamma, beta may be None)
                             double momentum, double eps,
@@ -148,14 +249,8 @@ def batchnorm_forward_train(int64_t outer, int64_t channels, int64_t inner,
     cdef void *pi = _data(invstd, tn, channels, True, True, "invstd")
     cdef pybn_status st
     with nogil:
-        if kind == 0:
-            st = pybn_batchnorm_forward_train_f32(
-                outer, channels, inner, <float *>px, <float *>pg, <float *>pb, momentum, eps,
-                <float *>prm, <float *>prv, <float *>py, <float *>pm, <float *>pi, n_threads)
-        else:
-            st = pybn_batchnorm_forward_train_f64(
-                outer, channels, inner, <double *>px, <double *>pg, <double *>pb, momentum, eps,
-                <double *>prm, <double *>prv, <double *>py, <double *>pm, <double *>pi, n_threads)
+        st = _bn_train(kind, outer, channels, inner, px, pg, pb, momentum, eps, prm, prv, py, pm,
+                       pi, n_threads)
     _raise(st, "batch_norm_forward")
 
 
@@ -178,14 +273,7 @@ def batchnorm_forward_eval(int64_t outer, int64_t channels, int64_t inner,
     cdef void *pi = _data(invstd, tn, channels, True, True, "invstd")
     cdef pybn_status st
     with nogil:
-        if kind == 0:
-            st = pybn_batchnorm_forward_eval_f32(
-                outer, channels, inner, <float *>px, <float *>pg, <float *>pb, <float *>prm,
-                <float *>prv, eps, <float *>py, <float *>pm, <float *>pi, n_threads)
-        else:
-            st = pybn_batchnorm_forward_eval_f64(
-                outer, channels, inner, <double *>px, <double *>pg, <double *>pb, <double *>prm,
-                <double *>prv, eps, <double *>py, <double *>pm, <double *>pi, n_threads)
+        st = _bn_eval(kind, outer, channels, inner, px, pg, pb, prm, prv, eps, py, pm, pi, n_threads)
     _raise(st, "batch_norm_forward")
 
 
@@ -207,22 +295,9 @@ def batchnorm_backward(int64_t outer, int64_t channels, int64_t inner,
     cdef void *pdb = _data(dbeta, tn, channels, True, True, "dbeta")
     cdef pybn_status st
     with nogil:
-        if kind == 0:
-            st = pybn_batchnorm_backward_f32(
-                outer, channels, inner, <float *>pdy, <float *>px, <float *>pg, <float *>pm,
-                <float *>pi, training, <float *>pdx, <float *>pdg, <float *>pdb, n_threads)
-        else:
-            st = pybn_batchnorm_backward_f64(
-                outer, channels, inner, <double *>pdy, <double *>px, <double *>pg, <double *>pm,
-                <double *>pi, training, <double *>pdx, <double *>pdg, <double *>pdb, n_threads)
+        st = _bn_backward(kind, outer, channels, inner, pdy, px, pg, pm, pi, training, pdx, pdg,
+                          pdb, n_threads)
     _raise(st, "batch_norm_backward")
-
-
-cpdef enum SoftmaxOp:
-    SOFTMAX = 0
-    LOG_SOFTMAX = 1
-    SOFTMAX_BACKWARD = 2
-    LOG_SOFTMAX_BACKWARD = 3
 
 
 def softmax_family(int op, int64_t outer, int64_t dim, int64_t inner,
@@ -236,30 +311,9 @@ def softmax_family(int op, int64_t outer, int64_t dim, int64_t inner,
     cdef void *pa = _data(a, tn, n, False, False, "a")
     cdef void *pb = _data(b, tn, n, False, op < SOFTMAX_BACKWARD, "b")
     cdef void *po = _data(out, tn, n, True, False, "out")
-    cdef pybn_status st = PYBN_EINVAL
+    cdef pybn_status st
     with nogil:
-        if kind == 0:
-            if op == SOFTMAX:
-                st = pybn_softmax_f32(outer, dim, inner, <float *>pa, <float *>po, n_threads)
-            elif op == LOG_SOFTMAX:
-                st = pybn_log_softmax_f32(outer, dim, inner, <float *>pa, <float *>po, n_threads)
-            elif op == SOFTMAX_BACKWARD:
-                st = pybn_softmax_backward_f32(outer, dim, inner, <float *>pa, <float *>pb,
-                                               <float *>po, n_threads)
-            elif op == LOG_SOFTMAX_BACKWARD:
-                st = pybn_log_softmax_backward_f32(outer, dim, inner, <float *>pa, <float *>pb,
-                                                   <float *>po, n_threads)
-        else:
-            if op == SOFTMAX:
-                st = pybn_softmax_f64(outer, dim, inner, <double *>pa, <double *>po, n_threads)
-            elif op == LOG_SOFTMAX:
-                st = pybn_log_softmax_f64(outer, dim, inner, <double *>pa, <double *>po, n_threads)
-            elif op == SOFTMAX_BACKWARD:
-                st = pybn_softmax_backward_f64(outer, dim, inner, <double *>pa, <double *>pb,
-                                               <double *>po, n_threads)
-            elif op == LOG_SOFTMAX_BACKWARD:
-                st = pybn_log_softmax_backward_f64(outer, dim, inner, <double *>pa, <double *>pb,
-                                                   <double *>po, n_threads)
+        st = _softmax(kind, op, outer, dim, inner, pa, pb, po, n_threads)
     _raise(st, "softmax")
 
 
@@ -280,14 +334,8 @@ def cross_entropy_labels(int64_t rows, int64_t classes,
     cdef int64_t bad_row = -1
     cdef pybn_status st
     with nogil:
-        if kind == 0:
-            st = pybn_softmax_cross_entropy_labels_f32(rows, classes, <float *>pz, pl, label_smoothing,
-                                                       grad_scale, ploss, <float *>pdz, &bad_row,
-                                                       n_threads)
-        else:
-            st = pybn_softmax_cross_entropy_labels_f64(rows, classes, <double *>pz, pl,
-                                                       label_smoothing, grad_scale, ploss,
-                                                       <double *>pdz, &bad_row, n_threads)
+        st = _ce_labels(kind, rows, classes, pz, pl, label_smoothing, grad_scale, ploss, pdz,
+                        &bad_row, n_threads)
     if st == PYBN_EINVAL and bad_row >= 0:
         raise ValueError(f"target: label {pl[bad_row]} at row {bad_row} is outside [0, {classes})")
     _raise(st, "softmax_cross_entropy")
@@ -309,15 +357,255 @@ def cross_entropy_probs(int64_t rows, int64_t classes,
     cdef void *pdz = _data(dlogits, tn, n, True, True, "dlogits")
     cdef pybn_status st
     with nogil:
-        if kind == 0:
-            st = pybn_softmax_cross_entropy_probs_f32(rows, classes, <float *>pz, <float *>pt,
-                                                      label_smoothing, grad_scale, ploss,
-                                                      <float *>pdz, n_threads)
-        else:
-            st = pybn_softmax_cross_entropy_probs_f64(rows, classes, <double *>pz, <double *>pt,
-                                                      label_smoothing, grad_scale, ploss,
-                                                      <double *>pdz, n_threads)
+        st = _ce_probs(kind, rows, classes, pz, pt, label_smoothing, grad_scale, ploss, pdz,
+                       n_threads)
     _raise(st, "softmax_cross_entropy")
+
+
+cdef double _sum(const double *p, int64_t n) noexcept nogil:
+    cdef double s = 0.0
+    cdef int64_t i
+    for i in range(n):
+        s += p[i]
+    return s
+
+
+# ---- fast entry points: the plain case of each public function ---------------------
+# functional.py tries these first, with the public function's arguments.
+# Each checks at C speed that the call is the plain case (native-endian
+# C-contiguous float32/float64 arrays of matching shapes, no out=, scalars of
+# exact type and in range), allocates the outputs and runs the kernel; it
+# returns None for anything else, which then takes functional.py's general
+# path with its conversions and error messages. The plain case skips a dozen
+# Python-level helpers: a few microseconds, as much as a small kernel takes.
+
+
+cdef int _plain_kind(object a) noexcept:
+    """0/1 for a native-endian C-contiguous float32/float64 ndarray, else -1."""
+    if not cnp.PyArray_Check(a):
+        return -1
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
+        return -1
+    cdef int t = cnp.PyArray_TYPE(arr)
+    return 0 if t == cnp.NPY_FLOAT32 else (1 if t == cnp.NPY_FLOAT64 else -1)
+
+
+cdef bint _plain_vector(object a, int kind, cnp.npy_intp n, bint writeable) noexcept:
+    """`a` is a plain 1-D array of n elements of the call's dtype."""
+    if _plain_kind(a) != kind:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_NDIM(arr) == 1 and cnp.PyArray_DIMS(arr)[0] == n
+            and (not writeable or cnp.PyArray_ISWRITEABLE(arr)))
+
+
+cdef bint _same_shape(cnp.ndarray a, cnp.ndarray b) noexcept:
+    cdef int nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    cdef int i
+    for i in range(nd):
+        if cnp.PyArray_DIMS(a)[i] != cnp.PyArray_DIMS(b)[i]:
+            return False
+    return True
+
+
+cdef int _split(cnp.ndarray x, object axis, int64_t *outer, int64_t *channels,
+                int64_t *inner) except -2:
+    """(outer, channels, inner) of x around an int axis in range; 0 when
+    `axis` is anything else, or x has no value in some channel."""
+    if type(axis) is not int:
+        return 0
+    cdef int nd = cnp.PyArray_NDIM(x)
+    if not -nd <= axis < nd:
+        return 0
+    cdef int ax = <int>axis
+    if ax < 0:
+        ax += nd
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(x)
+    cdef int i
+    outer[0] = 1
+    inner[0] = 1
+    for i in range(ax):
+        outer[0] *= dims[i]
+    for i in range(ax + 1, nd):
+        inner[0] *= dims[i]
+    channels[0] = dims[ax]
+    return channels[0] > 0 and outer[0] * inner[0] > 0
+
+
+cdef bint _plain_eps_momentum(object eps, object momentum) noexcept:
+    if type(eps) is not float or type(momentum) is not float:
+        return False
+    cdef double e = eps, m = momentum
+    return 0.0 < e < INFINITY and 0.0 <= m <= 1.0  # NaN fails both
+
+
+cdef object _empty_like(cnp.ndarray a):
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+
+
+cdef object _empty_vector(cnp.npy_intp n, int kind):
+    return cnp.PyArray_EMPTY(1, &n, _TYPENUM[kind], 0)
+
+
+cdef void *_ptr(object a) noexcept:
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                            axis, out, int n_threads):
+    """(y, mean, invstd) of functional.batch_norm_forward in the plain case, else None."""
+    cdef int kind = _plain_kind(x)
+    if kind < 0 or out is not None or type(training) is not bool:
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int64_t outer, channels, inner
+    if cnp.PyArray_NDIM(xa) < 2 or not _split(xa, axis, &outer, &channels, &inner):
+        return None
+    if not _plain_eps_momentum(eps, momentum):
+        return None
+    cdef bint train = training
+    if train and outer * inner < 2:
+        return None
+    if not train and (running_mean is None or running_var is None):
+        return None
+    for v in (gamma, beta):
+        if v is not None and not _plain_vector(v, kind, channels, False):
+            return None
+    for v in (running_mean, running_var):
+        if v is not None and not _plain_vector(v, kind, channels, train):
+            return None
+    y = _empty_like(xa)
+    mean = _empty_vector(channels, kind)
+    invstd = _empty_vector(channels, kind)
+    cdef void *px = _ptr(x)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pb = _ptr(beta)
+    cdef void *prm = _ptr(running_mean)
+    cdef void *prv = _ptr(running_var)
+    cdef void *py = _ptr(y)
+    cdef void *pm = _ptr(mean)
+    cdef void *pi = _ptr(invstd)
+    cdef double c_eps = eps, c_momentum = momentum
+    cdef pybn_status st
+    with nogil:
+        if train:
+            st = _bn_train(kind, outer, channels, inner, px, pg, pb, c_momentum, c_eps, prm, prv,
+                           py, pm, pi, n_threads)
+        else:
+            st = _bn_eval(kind, outer, channels, inner, px, pg, pb, prm, prv, c_eps, py, pm, pi,
+                          n_threads)
+    _raise(st, "batch_norm_forward")
+    return y, mean, invstd
+
+
+def batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out, int n_threads):
+    """(dx, dgamma, dbeta) of functional.batch_norm_backward in the plain case, else None."""
+    cdef int kind = _plain_kind(x)
+    if kind < 0 or out is not None or type(training) is not bool or _plain_kind(dy) != kind:
+        return None
+    cdef cnp.ndarray xa = <cnp.ndarray>x
+    cdef int64_t outer, channels, inner
+    if cnp.PyArray_NDIM(xa) < 2 or not _same_shape(xa, <cnp.ndarray>dy):
+        return None
+    if not _split(xa, axis, &outer, &channels, &inner):
+        return None
+    if gamma is not None and not _plain_vector(gamma, kind, channels, False):
+        return None
+    if not (_plain_vector(mean, kind, channels, False) and _plain_vector(invstd, kind, channels, False)):
+        return None
+    dx = _empty_like(xa)
+    dgamma = _empty_vector(channels, kind)
+    dbeta = _empty_vector(channels, kind)
+    cdef void *pdy = _ptr(dy)
+    cdef void *px = _ptr(x)
+    cdef void *pg = _ptr(gamma)
+    cdef void *pm = _ptr(mean)
+    cdef void *pi = _ptr(invstd)
+    cdef void *pdx = _ptr(dx)
+    cdef void *pdg = _ptr(dgamma)
+    cdef void *pdb = _ptr(dbeta)
+    cdef bint train = training
+    cdef pybn_status st
+    with nogil:
+        st = _bn_backward(kind, outer, channels, inner, pdy, px, pg, pm, pi, train, pdx, pdg, pdb,
+                          n_threads)
+    _raise(st, "batch_norm_backward")
+    return dx, dgamma, dbeta
+
+
+def softmax_fast(int op, z, axis, out, int n_threads):
+    """softmax or log_softmax of z along its last axis in the plain case, else None."""
+    cdef int kind = _plain_kind(z)
+    if kind < 0 or out is not None or type(axis) is not int or op > LOG_SOFTMAX:
+        return None
+    cdef cnp.ndarray za = <cnp.ndarray>z
+    cdef int nd = cnp.PyArray_NDIM(za)
+    if nd < 1 or (axis != -1 and axis != nd - 1):
+        return None
+    cdef int64_t n = cnp.PyArray_SIZE(za)
+    cdef int64_t dim = cnp.PyArray_DIMS(za)[nd - 1]
+    if n == 0:
+        return None
+    result = _empty_like(za)
+    cdef void *pa = _ptr(z)
+    cdef void *po = _ptr(result)
+    cdef pybn_status st
+    with nogil:
+        st = _softmax(kind, op, n // dim, dim, 1, pa, NULL, po, n_threads)
+    _raise(st, "softmax")
+    return result
+
+
+def cross_entropy_fast(logits, target, reduction, label_smoothing, int n_threads):
+    """(loss, dlogits) of functional.softmax_cross_entropy in the plain case,
+    else None. The loss is the float64 total for "mean" and "sum" (divided
+    by the rows for "mean") and the float64 (rows,) losses for "none"."""
+    cdef int kind = _plain_kind(logits)
+    if kind < 0 or type(label_smoothing) is not float or type(reduction) is not str:
+        return None
+    cdef double smoothing = label_smoothing
+    if not 0.0 <= smoothing <= 1.0:
+        return None
+    cdef int mode = 0 if reduction == "mean" else (1 if reduction == "sum" else (2 if reduction == "none" else -1))
+    cdef cnp.ndarray za = <cnp.ndarray>logits
+    if mode < 0 or cnp.PyArray_NDIM(za) != 2:
+        return None
+    cdef int64_t rows = cnp.PyArray_DIMS(za)[0], classes = cnp.PyArray_DIMS(za)[1]
+    if rows < 1 or classes < 1 or not cnp.PyArray_Check(target):
+        return None
+    cdef cnp.ndarray ta = <cnp.ndarray>target
+    cdef bint labels = (cnp.PyArray_TYPE(ta) == cnp.NPY_INT64 and cnp.PyArray_NDIM(ta) == 1
+                        and cnp.PyArray_DIMS(ta)[0] == rows and cnp.PyArray_IS_C_CONTIGUOUS(ta)
+                        and cnp.PyArray_ISNOTSWAPPED(ta))
+    if not labels and (_plain_kind(ta) != kind or not _same_shape(za, ta)):
+        return None
+    loss = _empty_vector(rows, 1)
+    dlogits = _empty_like(za)
+    cdef double grad_scale = 1.0 / <double>rows if mode == 0 else 1.0
+    cdef void *pz = _ptr(logits)
+    cdef void *pt = _ptr(target)
+    cdef double *ploss = <double *>_ptr(loss)
+    cdef void *pdz = _ptr(dlogits)
+    cdef int64_t bad_row = -1
+    cdef pybn_status st
+    cdef double total = 0.0
+    with nogil:
+        if labels:
+            st = _ce_labels(kind, rows, classes, pz, <int64_t *>pt, smoothing, grad_scale, ploss, pdz,
+                            &bad_row, n_threads)
+        else:
+            st = _ce_probs(kind, rows, classes, pz, pt, smoothing, grad_scale, ploss, pdz, n_threads)
+        if st == PYBN_OK and mode < 2:
+            total = _sum(ploss, rows)
+    if st == PYBN_EINVAL and bad_row >= 0:
+        return None  # a label out of range: the general path names it
+    _raise(st, "softmax_cross_entropy")
+    if mode == 2:
+        return loss, dlogits
+    return (total / <double>rows if mode == 0 else total), dlogits
 
 
 def build_info():

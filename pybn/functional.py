@@ -187,6 +187,10 @@ def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_v
     converted to x's dtype. Returns BatchNormOutput(y, mean, invstd), with
     invstd = 1/sqrt(var + eps): what batch_norm_backward needs.
     """
+    fast = _kernels.batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training,
+                                            momentum, eps, axis, out, get_num_threads())
+    if fast is not None:
+        return BatchNormOutput._make(fast)
     x, outer, channels, inner = _batch_norm_input(x, axis)
     dtype = x.dtype
     eps = _real(eps, "eps")
@@ -237,6 +241,10 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, *, training=True, axis=1, ou
     differentiates through the batch statistics; training=False treats them
     as constants (dx = gamma*invstd*dy). `out=` receives dx.
     """
+    fast = _kernels.batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out,
+                                             get_num_threads())
+    if fast is not None:
+        return fast
     x, outer, channels, inner = _batch_norm_input(x, axis)
     dtype = x.dtype
     dy = _same_dtype(dy, "dy", x, "x")
@@ -276,12 +284,14 @@ def _softmax_call(op, a, a_name, b, b_name, axis, out):
 
 def softmax(z, axis=-1, out=None):
     """exp(z - max) / sum(exp(z - max)) along `axis`."""
-    return _softmax_call(_SOFTMAX, z, "z", None, None, axis, out)
+    fast = _kernels.softmax_fast(_SOFTMAX, z, axis, out, get_num_threads())
+    return fast if fast is not None else _softmax_call(_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def log_softmax(z, axis=-1, out=None):
     """(z - max) - log(sum(exp(z - max))) along `axis`."""
-    return _softmax_call(_LOG_SOFTMAX, z, "z", None, None, axis, out)
+    fast = _kernels.softmax_fast(_LOG_SOFTMAX, z, axis, out, get_num_threads())
+    return fast if fast is not None else _softmax_call(_LOG_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def softmax_backward(dp, p, axis=-1, out=None):
@@ -319,6 +329,24 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
     dz = yhat - y), divided by m for reduction="mean". The loss is a scalar
     of logits' dtype for "mean"/"sum" and an (m,) array for "none".
     """
+    result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, get_num_threads())
+    if result is None:
+        # not the plain case: check and convert, then the same kernel call
+        args = _cross_entropy_args(logits, target, reduction, label_smoothing)
+        result = _kernels.cross_entropy_fast(*args, get_num_threads())
+        if result is None:
+            raise RuntimeError("softmax_cross_entropy: converted arguments were not accepted")
+    loss, dlogits = result
+    if reduction == "none":
+        with np.errstate(over="ignore"):  # a loss beyond float32's range is inf
+            return loss.astype(dlogits.dtype, copy=False), dlogits
+    return dlogits.dtype.type(loss), dlogits
+
+
+def _cross_entropy_args(logits, target, reduction, label_smoothing):
+    """The arguments of softmax_cross_entropy checked and converted to the
+    plain case: C-contiguous float logits, int64 labels in range or
+    probabilities of logits' dtype, a float smoothing."""
     logits = _float_array(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"logits: expected a 2-D array (m, C), got shape {logits.shape}")
@@ -332,33 +360,20 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
     label_smoothing = _real(label_smoothing, "label_smoothing")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing}")
-
     target_arr = np.asarray(target)
-    grad_scale = 1.0 / rows if reduction == "mean" else 1.0
-    loss = np.empty(rows, np.float64)
-    dlogits = np.empty((rows, classes), logits.dtype)
-    flat_logits = _flat(logits)
     if target_arr.dtype.kind in "iu":
-        _kernels.cross_entropy_labels(rows, classes, flat_logits, _labels(target_arr, rows, classes),
-                                      label_smoothing, grad_scale, loss, dlogits,
-                                      get_num_threads())
+        target = _labels(target_arr, rows, classes)
     elif target_arr.dtype.kind == "f" or target_arr.dtype.kind == "O":
         probs = _float_array(target_arr, "target")
         if probs.shape != logits.shape:
             hint = " (integer class labels have shape (m,))" if probs.ndim == 1 else ""
             raise ValueError(f"target: expected probabilities of shape {logits.shape}{hint}, "
                              f"got {probs.shape}")
-        probs = probs.astype(logits.dtype, copy=False)
-        _kernels.cross_entropy_probs(rows, classes, flat_logits, _flat(probs), label_smoothing,
-                                     grad_scale, loss, dlogits, get_num_threads())
+        target = _flat(probs.astype(logits.dtype, copy=False))
     else:
         raise TypeError(f"target: expected integer labels or float probabilities, "
                         f"got dtype {target_arr.dtype}")
-    if reduction == "none":
-        with np.errstate(over="ignore"):  # a loss beyond float32's range is inf
-            return loss.astype(logits.dtype), dlogits
-    total = loss.sum() / rows if reduction == "mean" else loss.sum()
-    return logits.dtype.type(total), dlogits
+    return _flat(logits), target, str(reduction), label_smoothing
 
 
 def one_hot(labels, num_classes, dtype=np.float64):

@@ -1,0 +1,141 @@
+"""The plain-case entry points of _kernels against functional.py's general
+path: the same kernels must give bitwise the same results whichever path a
+call takes, and anything that is not the plain case must fall through to
+the general path (its conversions and its error messages)."""
+import numpy as np
+import pytest
+
+import pybn
+from pybn import _kernels
+from pybn._threads import get_num_threads
+
+DTYPES = [np.float32, np.float64]
+
+
+def _strided(a):
+    """The same values in a non-contiguous array: the general path."""
+    holder = np.empty(a.shape + (2,), a.dtype)
+    holder[..., 0] = a
+    view = holder[..., 0]
+    assert not view.flags.c_contiguous or a.size <= 1
+    return view
+
+
+def _big_endian(a):
+    return a.astype(a.dtype.newbyteorder(">"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((7, 5), 1), ((3, 4, 5), 1), ((2, 3, 4, 5), -1), ((6, 2), 0)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_forward_fast_path_equals_general_path(dtype, shape, axis, training):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    channels = shape[axis]
+    gamma, beta = rng.uniform(0.5, 2, channels).astype(dtype), rng.standard_normal(channels).astype(dtype)
+    stats = [np.zeros(channels, dtype), np.ones(channels, dtype)]
+    assert _kernels.batch_norm_forward_fast(x, gamma, beta, *stats, training, 0.1, 1e-5, axis, None,
+                                            get_num_threads()) is not None
+    results = []
+    for variant in (lambda a: a, _strided, _big_endian):
+        rm, rv = (s.copy() for s in stats)
+        out = pybn.batch_norm_forward(variant(x), gamma, beta, running_mean=rm, running_var=rv,
+                                      training=training, axis=axis)
+        results.append((out, rm, rv))
+    (fast, rm_fast, rv_fast), *others = results
+    for general, rm, rv in others:
+        for a, b in zip(fast, general):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(rm_fast, rm)
+        np.testing.assert_array_equal(rv_fast, rv)
+    assert isinstance(pybn.batch_norm_forward(x), pybn.functional.BatchNormOutput)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_backward_fast_path_equals_general_path(dtype, training):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((9, 4, 3)).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    gamma = rng.uniform(0.5, 2, 4).astype(dtype)
+    _, mean, invstd = pybn.batch_norm_forward(x, gamma)
+    fast = pybn.batch_norm_backward(dy, x, gamma, mean, invstd, training=training)
+    general = pybn.batch_norm_backward(_strided(dy), x, gamma, mean, invstd, training=training)
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 17), (3, 4, 33)])
+def test_softmax_fast_path_equals_general_path(dtype, shape):
+    z = (np.random.default_rng(2).standard_normal(shape) * 5).astype(dtype)
+    for fn in (pybn.softmax, pybn.log_softmax):
+        fast = fn(z)
+        for general in (fn(_strided(z)), fn(_big_endian(z)), fn(z, out=np.empty_like(z))):
+            np.testing.assert_array_equal(fast, general)
+        np.testing.assert_array_equal(fn(z, axis=len(shape) - 1), fast)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_fast_path_equals_general_path(dtype, reduction):
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((40, 7)) * 4).astype(dtype)
+    labels = rng.integers(0, 7, 40)
+    probs = rng.dirichlet(np.ones(7), 40).astype(dtype)
+    for target, general_target in ((labels, labels.astype(np.int32)), (probs, _strided(probs))):
+        loss, dz = pybn.softmax_cross_entropy(z, target, reduction=reduction, label_smoothing=0.1)
+        loss2, dz2 = pybn.softmax_cross_entropy(_strided(z), general_target, reduction=reduction,
+                                                label_smoothing=np.float64(0.1))
+        assert np.asarray(loss).dtype == dtype and np.asarray(loss2).dtype == dtype
+        np.testing.assert_array_equal(loss, loss2)
+        np.testing.assert_array_equal(dz, dz2)
+
+
+def test_plain_entry_points_decline_what_is_not_the_plain_case():
+    x = np.ones((4, 3), np.float32)
+    v = np.ones(3, np.float32)
+    nt = 1
+    declined = [
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, 1, 0.1, 1e-5, 1, None, nt),  # training not bool
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, np.float64(1e-5), 1, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, float("nan"), 1, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 1.5, 1e-5, 1, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, True, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 2, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 2**70, None, nt),
+        _kernels.batch_norm_forward_fast(x, v.astype(np.float64), v, None, None, True, 0.1, 1e-5, 1, None, nt),
+        _kernels.batch_norm_forward_fast(x, np.ones(4, np.float32), v, None, None, True, 0.1, 1e-5, 1, None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, False, 0.1, 1e-5, 1, None, nt),  # eval needs stats
+        _kernels.batch_norm_forward_fast(np.ones((1, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1,
+                                         None, nt),  # one value per channel
+        _kernels.batch_norm_forward_fast(np.ones((0, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1,
+                                         None, nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty_like(x), nt),
+        _kernels.batch_norm_forward_fast(x.astype(np.int64), v, v, None, None, True, 0.1, 1e-5, 1, None, nt),
+        _kernels.batch_norm_backward_fast(x[:, :2], x, v, v, v, True, 1, None, nt),
+        _kernels.batch_norm_backward_fast(x, x, v, None, v, True, 1, None, nt),
+        _kernels.softmax_fast(0, x, 0, None, nt),
+        _kernels.softmax_fast(0, x, -1, np.empty_like(x), nt),
+        _kernels.softmax_fast(2, x, -1, None, nt),  # backward ops take the general path
+        _kernels.softmax_fast(0, np.ones((3, 0), np.float32), -1, None, nt),
+        _kernels.softmax_fast(0, np.float32(1.0), -1, None, nt),
+        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 3]), "mean", 0.0, nt),  # label out of range
+        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 0], np.int32), "mean", 0.0, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "avg", 0.0, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", -0.5, nt),
+        _kernels.cross_entropy_fast(x, x.astype(np.float64), "mean", 0.0, nt),
+        _kernels.cross_entropy_fast(x[None], np.zeros(4, np.int64), "mean", 0.0, nt),
+    ]
+    assert all(d is None for d in declined), [i for i, d in enumerate(declined) if d is not None]
+
+
+def test_read_only_running_stats_still_raise_when_training():
+    x = np.ones((4, 3))
+    rm = np.zeros(3)
+    rm.flags.writeable = False
+    with pytest.raises(ValueError, match="running_mean"):
+        pybn.batch_norm_forward(x, running_mean=rm, running_var=np.ones(3))
+    y, _, _ = pybn.batch_norm_forward(x, running_mean=rm, running_var=np.ones(3), training=False)
+    assert y.shape == x.shape
