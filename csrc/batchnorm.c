@@ -16,18 +16,60 @@
 #define BN_T_SHIFT_BOUND 16.0
 
 /* The per-channel reductions channel_sums() can form. */
-enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2 };
+enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2, BN_SHIFTED = 3 };
 
 static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 
+/* out[c] = sum over b of partial[b*C + c], b in increasing order (and
+ * out2 from partial + stride when n_out == 2). Tasks are strips of
+ * columns, so the adds run along rows of partial, vectorized. */
+#define BN_COMBINE_STRIP 64
+PYBN_CLONES static void combine_strip(const double *restrict partial, int64_t blocks, int64_t C,
+                                      int64_t w, double *restrict out)
+{
+    double s[BN_COMBINE_STRIP] = {0.0};
+    for (int64_t b = 0; b < blocks; b++) {
+        const double *restrict row = partial + b * C;
+#pragma omp simd
+        for (int64_t j = 0; j < w; j++)
+            s[j] += row[j];
+    }
+    for (int64_t j = 0; j < w; j++)
+        out[j] = s[j];
+}
+
+static void combine_partials(const double *partial, int64_t blocks, int64_t C, int64_t stride,
+                             int n_out, double *out1, double *out2, int nt)
+{
+    const int64_t strips = (C + BN_COMBINE_STRIP - 1) / BN_COMBINE_STRIP;
+    PYBN_PARALLEL_FOR(blocks * C >= PYBN_SMALL_WORK ? nt : 1, t, strips, {
+        const int64_t c0 = t * BN_COMBINE_STRIP;
+        const int64_t w = C - c0 < BN_COMBINE_STRIP ? C - c0 : BN_COMBINE_STRIP;
+        combine_strip(partial + c0, blocks, C, w, out1 + c0);
+        if (n_out == 2)
+            combine_strip(partial + stride + c0, blocks, C, w, out2 + c0);
+    });
+}
+
+/* float32 statistics in one pass over x: sums of d = x - k and d^2 in
+ * double, k = the channel's first value. var = (sum(d^2) - sum(d)^2/n)/n
+ * then loses about eps(double) * (1 + (k - mean)^2/var) relative, and any
+ * sample lies within sqrt(n - 1) standard deviations of its mean
+ * (Samuelson), so the loss stays below n * 1.1e-16: invisible in float32.
+ * float64 keeps two passes (sum, then squared deviations), exact to the
+ * last bits whatever n. */
 #define T float
 #define SFX f32
+#define BN_ONE_PASS_STATS 1
 #include "batchnorm_impl.h"
 #undef T
 #undef SFX
+#undef BN_ONE_PASS_STATS
 
 #define T double
 #define SFX f64
+#define BN_ONE_PASS_STATS 0
 #include "batchnorm_impl.h"
 #undef T
 #undef SFX
+#undef BN_ONE_PASS_STATS

@@ -37,6 +37,21 @@ PYBN_CLONES static double FN(run_sqdev)(const T *restrict x, int64_t n, double m
     return s;
 }
 
+/* sum(x - k) and sum((x - k)^2) in one pass. */
+PYBN_CLONES static void FN(run_shifted_sums)(const T *restrict x, int64_t n, double k,
+                                             double *restrict s1, double *restrict s2)
+{
+    double a = 0.0, b = 0.0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - k;
+        a += d;
+        b += d * d;
+    }
+    *s1 = a;
+    *s2 = b;
+}
+
 /* sum(dy) and sum(dy * (x - mean)) in one pass. */
 PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict x, int64_t n,
                                         double mean, double *restrict s_dy, double *restrict s_dyxmu)
@@ -117,11 +132,53 @@ PYBN_CLONES static void FN(rows_sqdev)(const T *restrict x, int64_t rows, int64_
     }
 }
 
+PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows, int64_t w,
+                                              int64_t ld, const double *restrict k,
+                                              double *restrict s1, double *restrict s2)
+{
+    int64_t r = 0;
+    /* four rows per sweep: a quarter of the accumulator loads and stores */
+    for (; r + 4 <= rows; r += 4) {
+        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
+        const T *restrict x3 = x2 + ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            const double d0 = (double)x0[c] - k[c], d1 = (double)x1[c] - k[c];
+            const double d2 = (double)x2[c] - k[c], d3 = (double)x3[c] - k[c];
+            s1[c] += (d0 + d1) + (d2 + d3);
+            s2[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    }
+    for (; r < rows; r++) {
+        const T *restrict xr = x + r * ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            double d = (double)xr[c] - k[c];
+            s1[c] += d;
+            s2[c] += d * d;
+        }
+    }
+}
+
 PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict x, int64_t rows,
                                          int64_t w, int64_t ld, const double *restrict mean,
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
-    for (int64_t r = 0; r < rows; r++) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) { /* four rows per sweep, as rows_shifted_sums */
+        const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
+        const T *restrict g3 = g2 + ld;
+        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
+        const T *restrict x3 = x2 + ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            const double a0 = (double)g0[c], a1 = (double)g1[c], a2 = (double)g2[c], a3 = (double)g3[c];
+            s_dy[c] += (a0 + a1) + (a2 + a3);
+            s_dyxmu[c] += (a0 * ((double)x0[c] - mean[c]) + a1 * ((double)x1[c] - mean[c])) +
+                          (a2 * ((double)x2[c] - mean[c]) + a3 * ((double)x3[c] - mean[c]));
+        }
+    }
+    for (; r < rows; r++) {
         const T *restrict dyr = dy + r * ld;
         const T *restrict xr = x + r * ld;
 #pragma omp simd
@@ -194,12 +251,13 @@ PYBN_CLONES static void FN(rows_dx_t)(const T *restrict dy, const T *restrict x,
 
 /* Per-channel sums of one kind over (outer, C, inner):
  *   BN_SUM: out1 = sum(x);  BN_SQDEV: out1 = sum((x-mean)^2);
- *   BN_DY:  out1 = sum(dy), out2 = sum(dy*(x-mean)). */
+ *   BN_DY:  out1 = sum(dy), out2 = sum(dy*(x-mean));
+ *   BN_SHIFTED: out1 = sum(x-k), out2 = sum((x-k)^2), k passed as mean. */
 static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
                                     const T *restrict dy, const double *restrict mean, int kind,
                                     double *restrict out1, double *restrict out2, int nt)
 {
-    const int n_out = kind == BN_DY ? 2 : 1;
+    const int n_out = kind == BN_DY || kind == BN_SHIFTED ? 2 : 1;
     if (inner > 1) {
         const int64_t planes = outer * C;
         double *partial = (double *)malloc((size_t)(planes * n_out) * sizeof(double));
@@ -212,20 +270,12 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
                 partial[p] = FN(run_sum)(xp, inner);
             else if (kind == BN_SQDEV)
                 partial[p] = FN(run_sqdev)(xp, inner, mean[c]);
+            else if (kind == BN_SHIFTED)
+                FN(run_shifted_sums)(xp, inner, mean[c], &partial[p], &partial[planes + p]);
             else
                 FN(run_dy_sums)(dy + p * inner, xp, inner, mean[c], &partial[p], &partial[planes + p]);
         });
-        for (int64_t c = 0; c < C; c++) {
-            double s1 = 0.0, s2 = 0.0;
-            for (int64_t o = 0; o < outer; o++) {
-                s1 += partial[o * C + c];
-                if (n_out == 2)
-                    s2 += partial[planes + o * C + c];
-            }
-            out1[c] = s1;
-            if (n_out == 2)
-                out2[c] = s2;
-        }
+        combine_partials(partial, outer, C, planes, n_out, out1, out2, nt);
         free(partial);
         return PYBN_OK;
     }
@@ -247,21 +297,12 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
             FN(rows_sum)(x + at, rows, w, C, acc);
         else if (kind == BN_SQDEV)
             FN(rows_sqdev)(x + at, rows, w, C, mean + c0, acc);
+        else if (kind == BN_SHIFTED)
+            FN(rows_shifted_sums)(x + at, rows, w, C, mean + c0, acc, acc + stride);
         else
             FN(rows_dy_sums)(dy + at, x + at, rows, w, C, mean + c0, acc, acc + stride);
     });
-    /* combine the blocks' partial rows, in block order, column by column */
-    PYBN_PARALLEL_FOR((blocks * C >= PYBN_SMALL_WORK) ? nt : 1, c, C, {
-        double s1 = 0.0, s2 = 0.0;
-        for (int64_t b = 0; b < blocks; b++) {
-            s1 += partial[b * C + c];
-            if (n_out == 2)
-                s2 += partial[stride + b * C + c];
-        }
-        out1[c] = s1;
-        if (n_out == 2)
-            out2[c] = s2;
-    });
+    combine_partials(partial, blocks, C, stride, n_out, out1, out2, nt);
     free(partial);
     return PYBN_OK;
 }
@@ -386,11 +427,26 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         return PYBN_ENOMEM;
     double *mean_d = scratch, *var_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
 
-    pybn_status st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
-    if (st == PYBN_OK) {
-        for (int64_t c = 0; c < C; c++)
-            mean_d[c] /= (double)n;
-        st = FN(channel_sums)(outer, C, inner, x, NULL, mean_d, BN_SQDEV, var_d, NULL, nt);
+    pybn_status st;
+    if (BN_ONE_PASS_STATS) {
+        double *k = alpha; /* free until affine_from_stats */
+        for (int64_t c = 0; c < C; c++) { /* an inf or NaN first value: k = 0 gives two-pass's inf/NaN */
+            const double first = (double)x[c * inner];
+            k[c] = isfinite(first) ? first : 0.0;
+        }
+        st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED, mean_d, var_d, nt);
+        for (int64_t c = 0; c < C && st == PYBN_OK; c++) {
+            const double s1 = mean_d[c], sq_dev = var_d[c] - s1 * (s1 / (double)n);
+            mean_d[c] = k[c] + s1 / (double)n;
+            var_d[c] = sq_dev > 0.0 ? sq_dev : 0.0; /* rounding can leave a tiny negative */
+        }
+    } else {
+        st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
+        if (st == PYBN_OK) {
+            for (int64_t c = 0; c < C; c++)
+                mean_d[c] /= (double)n;
+            st = FN(channel_sums)(outer, C, inner, x, NULL, mean_d, BN_SQDEV, var_d, NULL, nt);
+        }
     }
     if (st != PYBN_OK) {
         free(scratch);

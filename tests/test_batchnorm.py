@@ -120,6 +120,29 @@ def test_large_mean_statistics_do_not_cancel(dtype, rng):
     assert_close(y, ((xd - xd.mean(0)) / xd.std(0)).astype(dtype), scale=4)
 
 
+@pytest.mark.parametrize("shape,axis", [((4097, 5), 1), ((33, 5, 129), 1)])
+def test_float32_one_pass_statistics_survive_an_outlying_first_value(shape, axis, rng):
+    # float32 statistics take one pass of sums shifted by each channel's
+    # first value; the worst case for that is a first value far from the
+    # rest, which Samuelson's inequality bounds by sqrt(n - 1) deviations.
+    x = (1e4 + 1e-2 * rng.standard_normal(shape)).astype(np.float32)
+    first = (0,) * axis + (slice(None),) + (0,) * (len(shape) - axis - 1)
+    x[first] = np.array([0.0, 1e4, -3e4, 2e4 + 1, 1e18], np.float32)
+    xd = x.astype(np.float64)
+    reduce = tuple(a for a in range(len(shape)) if a != axis)
+    mean_d, var_d = xd.mean(reduce), xd.var(reduce)
+    rm, rv = np.zeros(5, np.float32), np.ones(5, np.float32)
+    y, mean, invstd = pybn.batch_norm_forward(x, running_mean=rm, running_var=rv, momentum=1.0, axis=axis)
+    assert_close(mean, mean_d.astype(np.float32))
+    assert_close(invstd, (1 / np.sqrt(var_d + 1e-5)).astype(np.float32))
+    n = x.size // 5
+    assert_close(rv, (var_d * n / (n - 1)).astype(np.float32))
+    shape_c = [1] * len(shape)
+    shape_c[axis] = 5
+    want = (xd - mean_d.reshape(shape_c)) / np.sqrt(var_d + 1e-5).reshape(shape_c)
+    assert_close(y, want.astype(np.float32), scale=np.abs(want).max())
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_training_dx_sums_to_zero_per_channel(dtype, rng):
     x, gamma, _ = make_case(rng, (32, 6, 4), 1, dtype)
