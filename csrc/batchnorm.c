@@ -20,6 +20,8 @@ enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2, BN_SHIFTED = 3 };
 
 static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 
+static int64_t bn_row_blocks(int64_t rows) { return (rows + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; }
+
 /* out[c] = sum over b of partial[b*C + c], b in increasing order (and
  * out2 from partial + stride when n_out == 2). Tasks are strips of
  * columns, so the adds run along rows of partial, vectorized. */

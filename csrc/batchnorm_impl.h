@@ -231,12 +231,13 @@ PYBN_CLONES static void FN(rows_dx)(const T *restrict dy, const T *restrict x, i
     }
 }
 
-/* coef holds 4 rows of w: mean, k_dy, k_x, k_c rounded to T. */
+/* coef holds 4 rows of cld: mean, k_dy, k_x, k_c rounded to T. */
 PYBN_CLONES static void FN(rows_dx_t)(const T *restrict dy, const T *restrict x, int64_t rows,
-                                      int64_t w, int64_t ld, const T *restrict coef, T *restrict dx)
+                                      int64_t w, int64_t ld, const T *restrict coef, int64_t cld,
+                                      T *restrict dx)
 {
-    const T *restrict mean = coef, *restrict k_dy = coef + w, *restrict k_x = coef + 2 * w;
-    const T *restrict k_c = coef + 3 * w;
+    const T *restrict mean = coef, *restrict k_dy = coef + cld, *restrict k_x = coef + 2 * cld;
+    const T *restrict k_c = coef + 3 * cld;
     for (int64_t r = 0; r < rows; r++) {
         const T *restrict dyr = dy + r * ld;
         const T *restrict xr = x + r * ld;
@@ -280,7 +281,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
         return PYBN_OK;
     }
 
-    const int64_t blocks = (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK;
+    const int64_t blocks = bn_row_blocks(outer);
     const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
     const int64_t stride = blocks * C; /* between the two outputs' partials */
     double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
@@ -326,8 +327,9 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
             coef[C + c] = (T)shift[c];
         }
     }
+    /* the tasks of channel_sums, walked backwards (see PYBN_PARALLEL_SHARES) */
     if (inner > 1) {
-        PYBN_PARALLEL_FOR(nt, p, outer * C, {
+        PYBN_PARALLEL_SHARES(nt, 1, p, outer * C, {
             const int64_t c = p % C;
             if (coef)
                 FN(run_affine_t)(x + p * inner, inner, coef[c], coef[C + c], y + p * inner);
@@ -335,13 +337,16 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
                 FN(run_affine)(x + p * inner, inner, alpha[c], shift[c], y + p * inner);
         });
     } else {
-        PYBN_PARALLEL_FOR(nt, b, (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK, {
-            const int64_t r0 = b * PYBN_ROW_BLOCK;
-            const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+        const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+        PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
+            const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * BN_COL_TILE;
+            const int64_t rows = outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK;
+            const int64_t w = C - c0 < BN_COL_TILE ? C - c0 : BN_COL_TILE;
+            const int64_t at = r0 * C + c0;
             if (coef)
-                FN(rows_affine_t)(x + r0 * C, rows, C, C, coef, coef + C, y + r0 * C);
+                FN(rows_affine_t)(x + at, rows, w, C, coef + c0, coef + C + c0, y + at);
             else
-                FN(rows_affine)(x + r0 * C, rows, C, C, alpha, shift, y + r0 * C);
+                FN(rows_affine)(x + at, rows, w, C, alpha + c0, shift + c0, y + at);
         });
     }
     free(coef); /* a failed malloc above only meant the double path */
@@ -370,8 +375,9 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
             coef[3 * C + c] = (T)k_c[c];
         }
     }
+    /* the tasks of channel_sums, walked backwards (see PYBN_PARALLEL_SHARES) */
     if (inner > 1) {
-        PYBN_PARALLEL_FOR(nt, p, outer * C, {
+        PYBN_PARALLEL_SHARES(nt, 1, p, outer * C, {
             const int64_t c = p % C;
             if (coef) {
                 const T per_channel[4] = {coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]};
@@ -382,13 +388,17 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
             }
         });
     } else {
-        PYBN_PARALLEL_FOR(nt, b, (outer + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK, {
-            const int64_t r0 = b * PYBN_ROW_BLOCK;
-            const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
+        const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+        PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
+            const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * BN_COL_TILE;
+            const int64_t rows = outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK;
+            const int64_t w = C - c0 < BN_COL_TILE ? C - c0 : BN_COL_TILE;
+            const int64_t at = r0 * C + c0;
             if (coef)
-                FN(rows_dx_t)(dy + r0 * C, x + r0 * C, rows, C, C, coef, dx + r0 * C);
+                FN(rows_dx_t)(dy + at, x + at, rows, w, C, coef + c0, C, dx + at);
             else
-                FN(rows_dx)(dy + r0 * C, x + r0 * C, rows, C, C, mean, k_dy, k_x, k_c, dx + r0 * C);
+                FN(rows_dx)(dy + at, x + at, rows, w, C, mean + c0, k_dy + c0, k_x + c0, k_c + c0,
+                            dx + at);
         });
     }
     free(coef);

@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Hot loops are compiled three times and the best clone for the CPU is
  * picked when the library loads (GCC ifunc). Clones must be static: gcc
  * exports the ifunc symbol otherwise, even with hidden visibility. */
@@ -24,24 +28,53 @@ int pybn_dispatch_level(void);
  * team costs more than it saves. Results do not depend on it. */
 #define PYBN_SMALL_WORK ((int64_t)1 << 15)
 
-/* for (int64_t var = 0; var < count; var++) body, split statically over nt
- * threads. With one thread no parallel region is entered at all: even
- * under if(0), GOMP_parallel builds a team and ends it with a futex
- * syscall, about half a microsecond per region, as much as a small
- * kernel's work. The body is the last argument, in braces. */
-#define PYBN_PARALLEL_FOR(nt, var, count, ...)                                  \
-    do {                                                                        \
-        const int pybn_nt_ = (nt);                                              \
-        const int64_t pybn_count_ = (count);                                    \
-        if (pybn_nt_ > 1) {                                                     \
-            _Pragma("omp parallel for num_threads(pybn_nt_) schedule(static)") \
-            for (int64_t var = 0; var < pybn_count_; var++)                     \
-                __VA_ARGS__                                                     \
-        } else {                                                                \
-            for (int64_t var = 0; var < pybn_count_; var++)                     \
-                __VA_ARGS__                                                     \
-        }                                                                       \
+/* The share [lo, hi) of tasks [0, count) that OpenMP's static schedule
+ * gives the calling thread of its team (all of them outside a team). */
+static inline void pybn_share(int64_t count, int64_t *lo, int64_t *hi)
+{
+#ifdef _OPENMP
+    const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+    const int64_t team = 1, t = 0;
+#endif
+    const int64_t q = count / team, r = count % team;
+    *lo = t * q + (t < r ? t : r);
+    *hi = *lo + q + (t < r);
+}
+
+/* for (var in [0, count)) body, over nt threads, each taking one
+ * contiguous share of the tasks and walking it forwards (backwards == 0)
+ * or backwards. Two passes over the same data with the same task count
+ * give each thread the same share, so a second pass that walks backwards
+ * starts on what the first left in that thread's cache. With one thread
+ * no parallel region is entered at all: even under if(0), GOMP_parallel
+ * builds a team and ends it with a futex syscall, about half a
+ * microsecond, as much as a small kernel's work. The body is the last
+ * argument, in braces. */
+#define PYBN_PARALLEL_SHARES(nt, backwards, var, count, ...)                             \
+    do {                                                                                 \
+        const int pybn_nt_ = (nt), pybn_back_ = (backwards);                             \
+        const int64_t pybn_count_ = (count);                                             \
+        if (pybn_nt_ > 1) {                                                              \
+            _Pragma("omp parallel num_threads(pybn_nt_)")                                \
+            {                                                                            \
+                int64_t pybn_lo_, pybn_hi_;                                              \
+                pybn_share(pybn_count_, &pybn_lo_, &pybn_hi_);                           \
+                for (int64_t pybn_i_ = pybn_lo_; pybn_i_ < pybn_hi_; pybn_i_++) {        \
+                    const int64_t var = pybn_back_ ? pybn_hi_ - 1 - (pybn_i_ - pybn_lo_) \
+                                                   : pybn_i_;                            \
+                    __VA_ARGS__                                                          \
+                }                                                                        \
+            }                                                                            \
+        } else {                                                                         \
+            for (int64_t pybn_i_ = 0; pybn_i_ < pybn_count_; pybn_i_++) {                \
+                const int64_t var = pybn_back_ ? pybn_count_ - 1 - pybn_i_ : pybn_i_;    \
+                __VA_ARGS__                                                              \
+            }                                                                            \
+        }                                                                                \
     } while (0)
+
+#define PYBN_PARALLEL_FOR(nt, var, count, ...) PYBN_PARALLEL_SHARES(nt, 0, var, count, __VA_ARGS__)
 
 /* Rows per partial-sum block when reducing over rows of a (rows, C) matrix.
  * Fixed, so that the summation order does not depend on the thread count. */
