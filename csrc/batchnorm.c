@@ -22,6 +22,20 @@ static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 
 static int64_t bn_row_blocks(int64_t rows) { return (rows + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; }
 
+/* Task `task` of the rows layout: row block task / tiles times column tile
+ * task % tiles of an (outer, C) matrix; `at` is its first element. */
+typedef struct {
+    int64_t rows, w, at, c0;
+} bn_tile;
+
+static inline bn_tile bn_row_task(int64_t task, int64_t tiles, int64_t outer, int64_t C)
+{
+    const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * BN_COL_TILE;
+    const bn_tile t = {outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK,
+                       C - c0 < BN_COL_TILE ? C - c0 : BN_COL_TILE, r0 * C + c0, c0};
+    return t;
+}
+
 /* out[c] = sum over b of partial[b*C + c], b in increasing order (and
  * out2 from partial + stride when n_out == 2). Tasks are strips of
  * columns, so the adds run along rows of partial, vectorized. */

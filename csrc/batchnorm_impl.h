@@ -288,12 +288,9 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     if (!partial)
         return PYBN_ENOMEM;
     PYBN_PARALLEL_FOR(nt, task, blocks * tiles, {
-        const int64_t b = task / tiles, c0 = (task % tiles) * BN_COL_TILE;
-        const int64_t r0 = b * PYBN_ROW_BLOCK;
-        const int64_t rows = (outer - r0 < PYBN_ROW_BLOCK) ? outer - r0 : PYBN_ROW_BLOCK;
-        const int64_t w = (C - c0 < BN_COL_TILE) ? C - c0 : BN_COL_TILE;
-        const int64_t at = r0 * C + c0;
-        double *acc = partial + b * C + c0;
+        const bn_tile tl = bn_row_task(task, tiles, outer, C);
+        const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
+        double *acc = partial + task / tiles * C + c0;
         if (kind == BN_SUM)
             FN(rows_sum)(x + at, rows, w, C, acc);
         else if (kind == BN_SQDEV)
@@ -339,10 +336,8 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     } else {
         const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
-            const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * BN_COL_TILE;
-            const int64_t rows = outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK;
-            const int64_t w = C - c0 < BN_COL_TILE ? C - c0 : BN_COL_TILE;
-            const int64_t at = r0 * C + c0;
+            const bn_tile tl = bn_row_task(task, tiles, outer, C);
+            const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_affine_t)(x + at, rows, w, C, coef + c0, coef + C + c0, y + at);
             else
@@ -390,10 +385,8 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     } else {
         const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
-            const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * BN_COL_TILE;
-            const int64_t rows = outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK;
-            const int64_t w = C - c0 < BN_COL_TILE ? C - c0 : BN_COL_TILE;
-            const int64_t at = r0 * C + c0;
+            const bn_tile tl = bn_row_task(task, tiles, outer, C);
+            const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_dx_t)(dy + at, x + at, rows, w, C, coef + c0, C, dx + at);
             else
