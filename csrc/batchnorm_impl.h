@@ -308,7 +308,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
 /* y = alpha[c]*x + shift[c] over (outer, C, inner). */
 static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
                                const double *restrict alpha, const double *restrict shift,
-                               T *restrict y, int nt)
+                               T *restrict y, int after_sums, int nt)
 {
     /* In T's precision y = fma(x, alpha_t, shift_t) errs by at most about
      * (2|y| + 2|shift|) * eps(T): a few ulps of y while |shift| is small,
@@ -324,9 +324,9 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
             coef[C + c] = (T)shift[c];
         }
     }
-    /* the tasks of channel_sums, walked backwards (see PYBN_PARALLEL_SHARES) */
+    /* after channel_sums, its tasks walked backwards (see PYBN_PARALLEL_SHARES) */
     if (inner > 1) {
-        PYBN_PARALLEL_SHARES(nt, 1, p, outer * C, {
+        PYBN_PARALLEL_SHARES(nt, after_sums, p, outer * C, {
             const int64_t c = p % C;
             if (coef)
                 FN(run_affine_t)(x + p * inner, inner, coef[c], coef[C + c], y + p * inner);
@@ -335,7 +335,7 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
         });
     } else {
         const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
-        PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
+        PYBN_PARALLEL_SHARES(nt, after_sums, task, bn_row_blocks(outer) * tiles, {
             const bn_tile tl = bn_row_task(task, tiles, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
@@ -465,7 +465,7 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         var_d[c] = 1.0 / sqrt(var + eps); /* now invstd */
     }
     FN(affine_from_stats)(C, gamma, beta, mean_d, var_d, alpha, shift, mean, invstd);
-    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, nt);
+    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, 1, nt);
     free(scratch);
     return PYBN_OK;
 }
@@ -488,7 +488,7 @@ pybn_status FN(pybn_batchnorm_forward_eval)(
         invstd_d[c] = 1.0 / sqrt((double)running_var[c] + eps);
     }
     FN(affine_from_stats)(C, gamma, beta, mean_d, invstd_d, alpha, shift, mean, invstd);
-    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, nt);
+    FN(channel_affine)(outer, C, inner, x, alpha, shift, y, 0, nt);
     free(scratch);
     return PYBN_OK;
 }
