@@ -9,7 +9,9 @@ C speed, that each array really is what the C call will read or write
 (type, dtype, contiguity, enough elements, writeable), so that no call can
 read or write out of bounds. Arrays are passed as raw pointers rather than
 typed memoryviews: a fused-type memoryview call costs microseconds, which
-dominates small problems.
+dominates small problems. For the same reason each public function has a
+plain-case entry point here (see "fast entry points" below) that
+functional.py tries before its general path.
 """
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t

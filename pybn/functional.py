@@ -1,9 +1,13 @@
 """Public kernel functions: validate the arguments, then call the C kernels.
 
-All argument checks live here (the Cython layer below only guards memory
-safety): every bad input becomes a ValueError or TypeError naming the
-argument and what was expected. Inputs of any strides are made C-contiguous once; outputs are new
-C-contiguous arrays unless `out=` is given. Semantics follow
+Each function first offers its arguments to a plain-case entry point of
+_kernels, which runs the kernel when they are already what it reads
+(C-contiguous native float arrays of matching shapes, no out=, scalars of
+exact type) and declines anything else. Everything else takes the general
+path here, where all argument checks live: every bad input becomes a
+ValueError or TypeError naming the argument and what was expected. Inputs of
+any strides are made C-contiguous once; outputs are new C-contiguous arrays
+unless `out=` is given. Semantics follow
 torch.nn.functional.batch_norm, torch.softmax / log_softmax and
 torch.nn.functional.cross_entropy; see DESIGN.md.
 """
