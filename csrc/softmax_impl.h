@@ -383,9 +383,17 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
         } else {
             loss[r] = FN(row_ce_prob_loss)(zr, target + r * K, K, (double)m, log_s, smoothing, &q_sum);
         }
-        if (dzr)
+        if (dzr && labels && smoothing == 0.0) {
+            /* dz = scale * (p - onehot): the softmax's scaling pass, then
+             * the label's entry on its own */
+            const int64_t y = labels[r];
+            const double e_y = (double)dzr[y];
+            FN(row_scale)(dzr, K, scale / s);
+            dzr[y] = (T)(scale * (e_y / s - 1.0));
+        } else if (dzr) {
             FN(row_ce_grad)(dzr, K, 1.0 / s, q_sum, labels ? NULL : target + r * K,
                             labels ? labels[r] : -1, smoothing, scale);
+        }
     });
     return PYBN_OK;
 }

@@ -621,5 +621,22 @@ def build_info():
     }
 
 
+cdef int _requested_threads = 0  # 0: OpenMP's default on the calling thread
+
+
+def request_threads(int n):
+    """Every kernel call uses n >= 1 threads; n = 0: OpenMP's default."""
+    global _requested_threads
+    _requested_threads = n
+
+
+def num_threads():
+    """The number of threads the next kernel call will use at most."""
+    if _requested_threads > 0:
+        return _requested_threads
+    cdef int n = pybn_openmp_max_threads()
+    return n if n > 0 else 1
+
+
 def openmp_max_threads():
     return pybn_openmp_max_threads()

@@ -9,7 +9,7 @@ import operator
 
 from . import _kernels
 
-_num_threads = None  # None: follow OpenMP's default
+_MAX_THREADS = 2**15
 
 
 def set_num_threads(n):
@@ -18,9 +18,8 @@ def set_num_threads(n):
     `set_num_threads(None)` returns to OpenMP's default (all cores, or
     OMP_NUM_THREADS, or a threadpoolctl limit).
     """
-    global _num_threads
     if n is None:
-        _num_threads = None
+        _kernels.request_threads(0)
         return
     try:
         n = operator.index(n)
@@ -28,11 +27,12 @@ def set_num_threads(n):
         raise TypeError(f"n: expected an int >= 1 or None, got {type(n).__name__}") from None
     if n < 1:
         raise ValueError(f"n: expected an int >= 1 or None, got {n}")
-    _num_threads = n
+    if n > _MAX_THREADS:
+        raise ValueError(f"n: expected at most {_MAX_THREADS} threads, got {n}")
+    _kernels.request_threads(n)
 
 
-def get_num_threads():
-    """The number of threads the next kernel call will use at most."""
-    if _num_threads is not None:
-        return _num_threads
-    return max(1, _kernels.openmp_max_threads())
+# The number of threads the next kernel call will use at most. Kept in the
+# compiled module: every kernel call asks, and a Python-level function
+# would cost a tenth of a small call.
+get_num_threads = _kernels.num_threads

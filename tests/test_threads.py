@@ -73,6 +73,8 @@ def test_set_num_threads_is_process_wide_and_validated():
     assert pybn.get_num_threads() >= 1
     with pytest.raises(ValueError, match="n: expected an int >= 1"):
         pybn.set_num_threads(0)
+    with pytest.raises(ValueError, match="n: expected at most 32768 threads"):
+        pybn.set_num_threads(10**12)
     with pytest.raises(TypeError, match="n: expected an int >= 1 or None"):
         pybn.set_num_threads(1.5)
 
