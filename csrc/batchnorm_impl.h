@@ -424,7 +424,7 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         !(momentum >= 0.0 && momentum <= 1.0))
         return PYBN_EINVAL;
     const int64_t n = outer * inner;
-    const int nt = pybn_team_size(n * C, n_threads);
+    const int nt = pybn_team_size(n * C, PYBN_SMALL_WORK, n_threads);
     double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
     if (!scratch)
         return PYBN_ENOMEM;
@@ -478,7 +478,7 @@ pybn_status FN(pybn_batchnorm_forward_eval)(
     if (!pybn_shape_ok(outer, C, inner) || !x || !y || !running_mean || !running_var ||
         outer * inner < 1 || !bn_eps_ok(eps))
         return PYBN_EINVAL;
-    const int nt = pybn_team_size(outer * inner * C, n_threads);
+    const int nt = pybn_team_size(outer * inner * C, PYBN_SMALL_WORK, n_threads);
     double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
     if (!scratch)
         return PYBN_ENOMEM;
@@ -501,7 +501,7 @@ pybn_status FN(pybn_batchnorm_backward)(
     if (!pybn_shape_ok(outer, C, inner) || !dy || !x || !mean || !invstd || outer * inner < 1)
         return PYBN_EINVAL;
     const int64_t n = outer * inner;
-    const int nt = pybn_team_size(n * C, n_threads);
+    const int nt = pybn_team_size(n * C, PYBN_SMALL_WORK, n_threads);
     double *scratch = (double *)malloc((size_t)(6 * C) * sizeof(double));
     if (!scratch)
         return PYBN_ENOMEM;

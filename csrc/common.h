@@ -25,7 +25,8 @@
 int pybn_dispatch_level(void);
 
 /* Below this many elements a call runs on one thread: starting an OpenMP
- * team costs more than it saves. Results do not depend on it. */
+ * team costs more than it saves. Results do not depend on it. Kernels
+ * with an exp per element (softmax.c) share from fewer. */
 #define PYBN_SMALL_WORK ((int64_t)1 << 15)
 
 /* The share [lo, hi) of tasks [0, count) that OpenMP's static schedule
@@ -91,9 +92,10 @@ static inline int pybn_shape_ok(int64_t outer, int64_t dim, int64_t inner)
     return 1;
 }
 
-static inline int pybn_team_size(int64_t work, int n_threads)
+/* Threads for `work` elements when fewer than `small` run on one. */
+static inline int pybn_team_size(int64_t work, int64_t small, int n_threads)
 {
-    if (n_threads < 1 || work < PYBN_SMALL_WORK)
+    if (n_threads < 1 || work < small)
         return 1;
     return n_threads;
 }

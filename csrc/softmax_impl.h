@@ -257,7 +257,7 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
 {
     if (!pybn_shape_ok(outer, K, inner) || !a || !out || (op >= SM_SOFTMAX_BWD && !b))
         return PYBN_EINVAL;
-    const int nt = pybn_team_size(outer * K * inner, n_threads);
+    const int nt = pybn_team_size(outer * K * inner, SM_SMALL_WORK, n_threads);
     if (inner == 1 && op <= SM_LOG_SOFTMAX) {
         /* tasks of whole rows, about SM_TASK_WORK elements each */
         const int64_t per_task = K >= SM_TASK_WORK ? 1 : SM_TASK_WORK / K;
@@ -357,7 +357,7 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
                                      double smoothing, double scale, double *restrict loss,
                                      T *restrict dz, int n_threads)
 {
-    const int nt = pybn_team_size(rows * K, n_threads);
+    const int nt = pybn_team_size(rows * K, SM_SMALL_WORK, n_threads);
     PYBN_PARALLEL_FOR(nt, r, rows, {
         const T *zr = z + r * K;
         T *dzr = dz ? dz + r * K : NULL;

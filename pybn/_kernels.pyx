@@ -375,8 +375,9 @@ cdef double _sum(const double *p, int64_t n) noexcept nogil:
 # ---- fast entry points: the plain case of each public function ---------------------
 # functional.py tries these first, with the public function's arguments.
 # Each checks at C speed that the call is the plain case (native-endian
-# C-contiguous float32/float64 arrays of matching shapes, no out=, scalars of
-# exact type and in range), allocates the outputs and runs the kernel; it
+# C-contiguous float32/float64 arrays of matching shapes, out= absent or such
+# an array apart from the inputs, scalars of exact type and in range),
+# allocates the outputs and runs the kernel; it
 # returns None for anything else, which then takes functional.py's general
 # path with its conversions and error messages. The plain case skips a dozen
 # Python-level helpers: a few microseconds, as much as a small kernel takes.
@@ -452,15 +453,39 @@ cdef object _empty_vector(cnp.npy_intp n, int kind):
     return cnp.PyArray_EMPTY(1, &n, _TYPENUM[kind], 0)
 
 
+cdef object _output_for(object out, cnp.ndarray like, tuple inputs):
+    """A fresh array like `like` for out=None; `out` itself when it is a
+    plain writeable array of like's dtype and shape that overlaps no input;
+    None otherwise (the general path then copies or rejects)."""
+    if out is None:
+        return _empty_like(like)
+    if _plain_kind(out) != _plain_kind(like) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        return None
+    if not _same_shape(<cnp.ndarray>out, like):
+        return None
+    for a in inputs:
+        if a is not None and _overlap(<cnp.ndarray>out, <cnp.ndarray>a):
+            return None
+    return out
+
+
+cdef bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """Whether two C-contiguous arrays' bytes intersect."""
+    cdef char *a0 = <char *>cnp.PyArray_DATA(a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
 cdef void *_ptr(object a) noexcept:
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
 def batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training, momentum, eps,
                             axis, out, int n_threads):
-    """(y, mean, invstd) of functional.batch_norm_forward in the plain case, else None."""
+    """(y, mean, invstd) of functional.batch_norm_forward in the plain case, else None.
+    y is `out` when that is given and a plain array that overlaps no input."""
     cdef int kind = _plain_kind(x)
-    if kind < 0 or out is not None or type(training) is not bool:
+    if kind < 0 or type(training) is not bool:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int64_t outer, channels, inner
@@ -479,7 +504,9 @@ def batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training,
     for v in (running_mean, running_var):
         if v is not None and not _plain_vector(v, kind, channels, train):
             return None
-    y = _empty_like(xa)
+    y = _output_for(out, xa, (x, gamma, beta, running_mean, running_var))
+    if y is None:
+        return None
     mean = _empty_vector(channels, kind)
     invstd = _empty_vector(channels, kind)
     cdef void *px = _ptr(x)
@@ -506,7 +533,7 @@ def batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training,
 def batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out, int n_threads):
     """(dx, dgamma, dbeta) of functional.batch_norm_backward in the plain case, else None."""
     cdef int kind = _plain_kind(x)
-    if kind < 0 or out is not None or type(training) is not bool or _plain_kind(dy) != kind:
+    if kind < 0 or type(training) is not bool or _plain_kind(dy) != kind:
         return None
     cdef cnp.ndarray xa = <cnp.ndarray>x
     cdef int64_t outer, channels, inner
@@ -518,7 +545,9 @@ def batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out, in
         return None
     if not (_plain_vector(mean, kind, channels, False) and _plain_vector(invstd, kind, channels, False)):
         return None
-    dx = _empty_like(xa)
+    dx = _output_for(out, xa, (dy, x, gamma, mean, invstd))
+    if dx is None:
+        return None
     dgamma = _empty_vector(channels, kind)
     dbeta = _empty_vector(channels, kind)
     cdef void *pdy = _ptr(dy)
@@ -541,7 +570,7 @@ def batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out, in
 def softmax_fast(int op, z, axis, out, int n_threads):
     """softmax or log_softmax of z along its last axis in the plain case, else None."""
     cdef int kind = _plain_kind(z)
-    if kind < 0 or out is not None or type(axis) is not int or op > LOG_SOFTMAX:
+    if kind < 0 or type(axis) is not int or op > LOG_SOFTMAX:
         return None
     cdef cnp.ndarray za = <cnp.ndarray>z
     cdef int nd = cnp.PyArray_NDIM(za)
@@ -551,7 +580,9 @@ def softmax_fast(int op, z, axis, out, int n_threads):
     cdef int64_t dim = cnp.PyArray_DIMS(za)[nd - 1]
     if n == 0:
         return None
-    result = _empty_like(za)
+    result = _output_for(out, za, (z,))
+    if result is None:
+        return None
     cdef void *pa = _ptr(z)
     cdef void *po = _ptr(result)
     cdef pybn_status st
@@ -628,6 +659,11 @@ def request_threads(int n):
     """Every kernel call uses n >= 1 threads; n = 0: OpenMP's default."""
     global _requested_threads
     _requested_threads = n
+
+
+def requested_threads():
+    """The n of the last request_threads(n)."""
+    return _requested_threads
 
 
 def num_threads():

@@ -32,6 +32,11 @@ def set_num_threads(n):
     _kernels.request_threads(n)
 
 
+def requested_threads():
+    """What set_num_threads last set: an int, or None for OpenMP's default."""
+    return _kernels.requested_threads() or None
+
+
 # The number of threads the next kernel call will use at most. Kept in the
 # compiled module: every kernel call asks, and a Python-level function
 # would cost a tenth of a small call.

@@ -2,8 +2,9 @@
 
 Each function first offers its arguments to a plain-case entry point of
 _kernels, which runs the kernel when they are already what it reads
-(C-contiguous native float arrays of matching shapes, no out=, scalars of
-exact type) and declines anything else. Everything else takes the general
+(C-contiguous native float arrays of matching shapes, out= absent or such an
+array apart from the inputs, scalars of exact type) and declines anything
+else. Everything else takes the general
 path here, where all argument checks live: every bad input becomes a
 ValueError or TypeError naming the argument and what was expected. Inputs of
 any strides are made C-contiguous once; outputs are new C-contiguous arrays

@@ -95,6 +95,9 @@ def test_cross_entropy_fast_path_equals_general_path(dtype, reduction):
 def test_plain_entry_points_decline_what_is_not_the_plain_case():
     x = np.ones((4, 3), np.float32)
     v = np.ones(3, np.float32)
+    read_only = np.empty_like(x)
+    read_only.flags.writeable = False
+    base = np.ones(8, np.float32)
     nt = 1
     declined = [
         _kernels.batch_norm_forward_fast(x, v, v, None, None, 1, 0.1, 1e-5, 1, None, nt),  # training not bool
@@ -111,12 +114,18 @@ def test_plain_entry_points_decline_what_is_not_the_plain_case():
                                          None, nt),  # one value per channel
         _kernels.batch_norm_forward_fast(np.ones((0, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1,
                                          None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty_like(x), nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, x, nt),  # in place
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((4, 3)), nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((3, 4), np.float32),
+                                         nt),
+        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, read_only, nt),
+        _kernels.batch_norm_backward_fast(x, x, v, v, v, True, 1, x, nt),
+        _kernels.softmax_fast(0, x, -1, np.empty((4, 6), np.float32)[:, ::2], nt),
+        _kernels.softmax_fast(0, base[:6], -1, base[2:], nt),  # overlapping out
         _kernels.batch_norm_forward_fast(x.astype(np.int64), v, v, None, None, True, 0.1, 1e-5, 1, None, nt),
         _kernels.batch_norm_backward_fast(x[:, :2], x, v, v, v, True, 1, None, nt),
         _kernels.batch_norm_backward_fast(x, x, v, None, v, True, 1, None, nt),
         _kernels.softmax_fast(0, x, 0, None, nt),
-        _kernels.softmax_fast(0, x, -1, np.empty_like(x), nt),
         _kernels.softmax_fast(2, x, -1, None, nt),  # backward ops take the general path
         _kernels.softmax_fast(0, np.ones((3, 0), np.float32), -1, None, nt),
         _kernels.softmax_fast(0, np.float32(1.0), -1, None, nt),
@@ -129,6 +138,27 @@ def test_plain_entry_points_decline_what_is_not_the_plain_case():
         _kernels.cross_entropy_fast(x[None], np.zeros(4, np.int64), "mean", 0.0, nt),
     ]
     assert all(d is None for d in declined), [i for i, d in enumerate(declined) if d is not None]
+
+
+def test_plain_out_is_written_in_place_of_a_fresh_array():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((16, 5)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    out = np.empty_like(x)
+    y = pybn.batch_norm_forward(x, out=out).y
+    assert y is out
+    np.testing.assert_array_equal(y, pybn.batch_norm_forward(x).y)
+    _, mean, invstd = pybn.batch_norm_forward(x)
+    dx = pybn.batch_norm_backward(dy, x, None, mean, invstd, out=out)[0]
+    assert dx is out
+    np.testing.assert_array_equal(dx, pybn.batch_norm_backward(dy, x, None, mean, invstd)[0])
+    for fn in (pybn.softmax, pybn.log_softmax):
+        assert fn(x, out=out) is out
+        np.testing.assert_array_equal(out, fn(x))
+    # in place: the general path computes into a fresh array, then copies
+    expected = pybn.softmax(x)
+    assert pybn.softmax(x, out=x) is x
+    np.testing.assert_array_equal(x, expected)
 
 
 def test_read_only_running_stats_still_raise_when_training():

@@ -102,7 +102,7 @@ def run_trial(objective, number, params, seed, threads, maximize, reference):
     from ..train import TrainingDiverged
 
     context = TrialContext(number, seed, params, maximize, reference)
-    previous = _threads._num_threads
+    previous = _threads.requested_threads()
     _threads.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):
@@ -119,7 +119,7 @@ def run_trial(objective, number, params, seed, threads, maximize, reference):
     except Exception as exc:  # a failed trial is recorded; the study goes on
         return "failed", None, f"{type(exc).__name__}: {exc}", context.intermediate
     finally:
-        _threads._num_threads = previous
+        _threads.set_num_threads(previous)
 
 
 class Study:
