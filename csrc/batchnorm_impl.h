@@ -397,8 +397,21 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     free(coef);
 }
 
+/* mean and invstd = 1/sqrt(var + eps) in double from running statistics.
+ * Cloned, as the per-channel loops below: vector sqrt and division matter
+ * to small calls, where channels are a good share of the elements. */
+PYBN_CLONES static void FN(stats_from_running)(int64_t C, const T *restrict running_mean,
+                                               const T *restrict running_var, double eps,
+                                               double *restrict mean, double *restrict invstd)
+{
+    for (int64_t c = 0; c < C; c++) {
+        mean[c] = (double)running_mean[c];
+        invstd[c] = 1.0 / sqrt((double)running_var[c] + eps);
+    }
+}
+
 /* alpha = gamma*invstd, shift = beta - mean*alpha; writes mean/invstd out. */
-static void FN(affine_from_stats)(int64_t C, const T *restrict gamma, const T *restrict beta,
+PYBN_CLONES static void FN(affine_from_stats)(int64_t C, const T *restrict gamma, const T *restrict beta,
                                   const double *restrict mean, const double *restrict invstd,
                                   double *restrict alpha, double *restrict shift,
                                   T *restrict mean_out, T *restrict invstd_out)
@@ -483,10 +496,7 @@ pybn_status FN(pybn_batchnorm_forward_eval)(
     if (!scratch)
         return PYBN_ENOMEM;
     double *mean_d = scratch, *invstd_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
-    for (int64_t c = 0; c < C; c++) {
-        mean_d[c] = (double)running_mean[c];
-        invstd_d[c] = 1.0 / sqrt((double)running_var[c] + eps);
-    }
+    FN(stats_from_running)(C, running_mean, running_var, eps, mean_d, invstd_d);
     FN(affine_from_stats)(C, gamma, beta, mean_d, invstd_d, alpha, shift, mean, invstd);
     FN(channel_affine)(outer, C, inner, x, alpha, shift, y, 0, nt);
     free(scratch);
