@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "pybn.h"
+#include "stream.h"
 
 /* Columns per task in the rows layout: wide matrices with few rows still
  * split into enough tasks for every thread. Does not change any sum. */
@@ -65,6 +66,53 @@ static void combine_partials(const double *partial, int64_t blocks, int64_t C, i
         if (n_out == 2)
             combine_strip(partial + stride + c0, blocks, C, w, out2 + c0);
     });
+}
+
+/* The per-element pass of the planes layout, streamed past the cache
+ * (stream.h) when its arrays together exceed it: y = coef[c]*a + coef[C+c]
+ * (b == NULL), or dx = coef[C+c]*a + coef[2C+c]*(b - coef[c]) + coef[3C+c]
+ * with a = dy, b = x. Returns 0, having done nothing, when that does not
+ * apply. Each thread fences its own streaming stores before the team ends. */
+static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const float *restrict a,
+                             const float *restrict b, const float *restrict coef, float *restrict y,
+                             int nt)
+{
+#ifdef PYBN_HAVE_STREAM
+    const int level = pybn_dispatch_level();
+    const double bytes = (double)(outer * C * inner) * (b ? 3.0 : 2.0) * sizeof(float);
+    if (level == 0 || bytes <= pybn_cache_bytes())
+        return 0;
+    const int64_t planes = outer * C;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        pybn_share(planes, &lo, &hi);
+        for (int64_t p = lo; p < hi; p++) {
+            const int64_t c = p % C, at = p * inner;
+            if (b) {
+                const float per_channel[4] = {coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]};
+                (level == 2 ? stream_dx_f32_avx512 : stream_dx_f32_avx2)(a + at, b + at, inner,
+                                                                         per_channel, y + at);
+            } else {
+                (level == 2 ? stream_affine_f32_avx512 : stream_affine_f32_avx2)(a + at, inner, coef[c],
+                                                                                 coef[C + c], y + at);
+            }
+        }
+        stream_fence();
+    }
+    return 1;
+#else
+    (void)outer, (void)C, (void)inner, (void)a, (void)b, (void)coef, (void)y, (void)nt;
+    return 0;
+#endif
+}
+
+static int stream_planes_f64(int64_t outer, int64_t C, int64_t inner, const double *restrict a,
+                             const double *restrict b, const double *restrict coef, double *restrict y,
+                             int nt)
+{
+    (void)outer, (void)C, (void)inner, (void)a, (void)b, (void)coef, (void)y, (void)nt;
+    return 0; /* float only: the measured case */
 }
 
 /* float32 statistics in one pass over x: sums of d = x - k and d^2 in

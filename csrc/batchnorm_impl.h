@@ -325,7 +325,9 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
         }
     }
     /* after channel_sums, its tasks walked backwards (see PYBN_PARALLEL_SHARES) */
-    if (inner > 1) {
+    if (inner > 1 && coef && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
+        /* done, streamed past the cache */
+    } else if (inner > 1) {
         PYBN_PARALLEL_SHARES(nt, after_sums, p, outer * C, {
             const int64_t c = p % C;
             if (coef)
@@ -371,7 +373,9 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
         }
     }
     /* the tasks of channel_sums, walked backwards (see PYBN_PARALLEL_SHARES) */
-    if (inner > 1) {
+    if (inner > 1 && coef && FN(stream_planes)(outer, C, inner, dy, x, coef, dx, nt)) {
+        /* done, streamed past the cache */
+    } else if (inner > 1) {
         PYBN_PARALLEL_SHARES(nt, 1, p, outer * C, {
             const int64_t c = p % C;
             if (coef) {
