@@ -107,6 +107,43 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
 #endif
 }
 
+/* The same for the rows layout of an (outer, C) matrix, in the (row block,
+ * column tile) tasks of the other passes; coef holds rows of C. */
+static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, const float *restrict b,
+                           const float *restrict coef, float *restrict y, int nt)
+{
+#ifdef PYBN_HAVE_STREAM
+    const int level = pybn_dispatch_level();
+    const double bytes = (double)(outer * C) * (b ? 3.0 : 2.0) * sizeof(float);
+    if (level == 0 || bytes <= pybn_cache_bytes())
+        return 0;
+    const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int64_t lo, hi;
+        pybn_share(bn_row_blocks(outer) * tiles, &lo, &hi);
+        for (int64_t task = lo; task < hi; task++) {
+            const bn_tile t = bn_row_task(task, tiles, outer, C);
+            /* affine: a = x; dx: a = dy, b = x */
+            (level == 2 ? stream_rows_f32_avx512 : stream_rows_f32_avx2)(
+                b ? a + t.at : NULL, b ? b + t.at : a + t.at, t.rows, t.w, C, coef + t.c0, C, y + t.at);
+        }
+        stream_fence();
+    }
+    return 1;
+#else
+    (void)outer, (void)C, (void)a, (void)b, (void)coef, (void)y, (void)nt;
+    return 0;
+#endif
+}
+
+static int stream_rows_f64(int64_t outer, int64_t C, const double *restrict a, const double *restrict b,
+                           const double *restrict coef, double *restrict y, int nt)
+{
+    (void)outer, (void)C, (void)a, (void)b, (void)coef, (void)y, (void)nt;
+    return 0;
+}
+
 static int stream_planes_f64(int64_t outer, int64_t C, int64_t inner, const double *restrict a,
                              const double *restrict b, const double *restrict coef, double *restrict y,
                              int nt)

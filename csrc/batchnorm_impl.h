@@ -335,6 +335,8 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
             else
                 FN(run_affine)(x + p * inner, inner, alpha[c], shift[c], y + p * inner);
         });
+    } else if (coef && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
+        /* done, streamed past the cache */
     } else {
         const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
         PYBN_PARALLEL_SHARES(nt, after_sums, task, bn_row_blocks(outer) * tiles, {
@@ -386,6 +388,8 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
                            dx + p * inner);
             }
         });
+    } else if (coef && FN(stream_rows)(outer, C, dy, x, coef, dx, nt)) {
+        /* done, streamed past the cache */
     } else {
         const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {

@@ -92,6 +92,83 @@ static void stream_dx_f32_avx2(const float *restrict dy, const float *restrict x
         dx[i] = fmaf(c[2], x[i] - c[0], c[1] * dy[i]) + c[3];
 }
 
+/* The rows layout: rows of w columns, row stride ld, per-column
+ * coefficients. Affine (dy == NULL): y = fma(x, c[j], c[cld + j]); dx:
+ * dx = k_dy*dy + k_x*(x - mean) + k_c with c = {mean, k_dy, k_x, k_c}
+ * rows of cld. Masked plain stores where a row is not 64-byte aligned. */
+__attribute__((target("avx512f,fma")))
+static void stream_rows_f32_avx512(const float *restrict dy, const float *restrict x, int64_t rows,
+                                   int64_t w, int64_t ld, const float *restrict c, int64_t cld,
+                                   float *restrict out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict xr = x + r * ld;
+        const float *restrict gr = dy ? dy + r * ld : NULL;
+        float *restrict yr = out + r * ld;
+        int64_t head = (int64_t)(((64 - ((uintptr_t)yr & 63)) & 63) / sizeof(float));
+        head = head < w ? head : w;
+        for (int64_t j = 0; j < w;) {
+            const int64_t n = j == 0 && head > 0 ? head : (w - j < 16 ? w - j : 16);
+            const __mmask16 k = (__mmask16)((1u << n) - 1u);
+            const __m512 v = _mm512_maskz_loadu_ps(k, xr + j);
+            __m512 res;
+            if (gr) {
+                const __m512 mean = _mm512_maskz_loadu_ps(k, c + j), k_dy = _mm512_maskz_loadu_ps(k, c + cld + j);
+                const __m512 k_x = _mm512_maskz_loadu_ps(k, c + 2 * cld + j);
+                const __m512 k_c = _mm512_maskz_loadu_ps(k, c + 3 * cld + j);
+                res = _mm512_add_ps(_mm512_fmadd_ps(k_x, _mm512_sub_ps(v, mean),
+                                                    _mm512_mul_ps(k_dy, _mm512_maskz_loadu_ps(k, gr + j))), k_c);
+            } else {
+                res = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, c + j), _mm512_maskz_loadu_ps(k, c + cld + j));
+            }
+            if (n == 16 && j >= head)
+                _mm512_stream_ps(yr + j, res);
+            else
+                _mm512_mask_storeu_ps(yr + j, k, res);
+            j += n;
+        }
+    }
+}
+
+/* one element of stream_rows_f32_*, for heads and tails */
+static inline float stream_rows_one(const float *restrict gr, const float *restrict xr, int64_t j,
+                                    const float *restrict c, int64_t cld)
+{
+    if (gr)
+        return fmaf(c[2 * cld + j], xr[j] - c[j], c[cld + j] * gr[j]) + c[3 * cld + j];
+    return fmaf(xr[j], c[j], c[cld + j]);
+}
+
+__attribute__((target("avx2,fma")))
+static void stream_rows_f32_avx2(const float *restrict dy, const float *restrict x, int64_t rows,
+                                 int64_t w, int64_t ld, const float *restrict c, int64_t cld,
+                                 float *restrict out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict xr = x + r * ld;
+        const float *restrict gr = dy ? dy + r * ld : NULL;
+        float *restrict yr = out + r * ld;
+        int64_t j = 0;
+        for (; j < w && ((uintptr_t)(yr + j) & 31) != 0; j++)
+            yr[j] = stream_rows_one(gr, xr, j, c, cld);
+        for (; j + 8 <= w; j += 8) {
+            const __m256 v = _mm256_loadu_ps(xr + j);
+            __m256 res;
+            if (gr)
+                res = _mm256_add_ps(_mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * cld + j),
+                                                    _mm256_sub_ps(v, _mm256_loadu_ps(c + j)),
+                                                    _mm256_mul_ps(_mm256_loadu_ps(c + cld + j),
+                                                                  _mm256_loadu_ps(gr + j))),
+                                    _mm256_loadu_ps(c + 3 * cld + j));
+            else
+                res = _mm256_fmadd_ps(v, _mm256_loadu_ps(c + j), _mm256_loadu_ps(c + cld + j));
+            _mm256_stream_ps(yr + j, res);
+        }
+        for (; j < w; j++)
+            yr[j] = stream_rows_one(gr, xr, j, c, cld);
+    }
+}
+
 static inline void stream_fence(void) { _mm_sfence(); }
 
 #endif /* x86-64 gcc */

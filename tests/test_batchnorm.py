@@ -354,8 +354,8 @@ def test_both_precision_paths_match_the_reference(offset, shape, axis, rng):
 
 @pytest.mark.parametrize("level", ["native", "avx2"])
 def test_streaming_stores_beyond_the_cache_match_the_reference(level, tmp_path):
-    # Beyond the last-level cache, float32 planes are normalized (and dx
-    # written) with streaming stores. PYBN_CACHE_BYTES makes the cache
+    # Beyond the last-level cache, float32 outputs (normalize and dx, planes
+    # and rows layouts) are written with streaming stores. PYBN_CACHE_BYTES makes the cache
     # tiny so that small, oddly aligned arrays take that path, on every
     # SIMD level, and must match the reference and give the same bits on
     # 1 and 2 threads.
@@ -366,22 +366,24 @@ def test_streaming_stores_beyond_the_cache_match_the_reference(level, tmp_path):
         "import numpy as np, pybn\n"
         "from pybn import reference as ref\n"
         "rng = np.random.default_rng(0)\n"
-        "for shape in [(3, 5, 7, 9), (4, 8, 33, 17), (2, 3, 1, 5)]:\n"
+        "for shape, axis in [((3, 5, 7, 9), 1), ((4, 8, 33, 17), 1), ((2, 3, 1, 5), 1), ((37, 21), 1),\n"
+        "                    ((130, 1100), 1), ((5, 6, 7, 19), -1)]:\n"
         "    buf = rng.standard_normal(int(np.prod(shape)) + 1).astype(np.float32)\n"
         "    x = buf[1:].reshape(shape)  # not 64-byte aligned\n"
         "    dy = rng.standard_normal(shape).astype(np.float32)\n"
-        "    g = rng.uniform(0.5, 2, shape[1]).astype(np.float32)\n"
-        "    b = rng.standard_normal(shape[1]).astype(np.float32)\n"
+        "    g = rng.uniform(0.5, 2, shape[axis]).astype(np.float32)\n"
+        "    b = rng.standard_normal(shape[axis]).astype(np.float32)\n"
         "    runs = []\n"
         "    for threads in (1, 2):\n"
         "        pybn.set_num_threads(threads)\n"
-        "        y, mean, invstd = pybn.batch_norm_forward(x, g, b)\n"
-        "        dx, dg, db = pybn.batch_norm_backward(dy, x, g, mean, invstd)\n"
+        "        y, mean, invstd = pybn.batch_norm_forward(x, g, b, axis=axis)\n"
+        "        dx, dg, db = pybn.batch_norm_backward(dy, x, g, mean, invstd, axis=axis)\n"
         "        runs.append((y, dx))\n"
         "    for a, c in zip(*runs):\n"
         "        assert np.array_equal(a, c)\n"
-        "    y_ref, m_ref, s_ref = ref.batch_norm_forward(x.astype(np.float64), g, b)\n"
-        "    dx_ref = ref.batch_norm_backward(dy.astype(np.float64), x.astype(np.float64), g, m_ref, s_ref)[0]\n"
+        "    xd = x.astype(np.float64)\n"
+        "    y_ref, m_ref, s_ref = ref.batch_norm_forward(xd, g, b, axis=axis)\n"
+        "    dx_ref = ref.batch_norm_backward(dy.astype(np.float64), xd, g, m_ref, s_ref, axis=axis)[0]\n"
         "    np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-5 * 4)\n"
         "    np.testing.assert_allclose(dx, dx_ref, rtol=2e-5, atol=2e-5 * 4 * np.abs(dx_ref).max())\n"
         "print('ok')\n")
