@@ -592,10 +592,11 @@ def softmax_fast(int op, z, axis, out, int n_threads):
     return result
 
 
-def cross_entropy_fast(logits, target, reduction, label_smoothing, int n_threads):
+def cross_entropy_fast(logits, target, reduction, label_smoothing, out, int n_threads):
     """(loss, dlogits) of functional.softmax_cross_entropy in the plain case,
     else None. The loss is the float64 total for "mean" and "sum" (divided
-    by the rows for "mean") and the float64 (rows,) losses for "none"."""
+    by the rows for "mean") and the float64 (rows,) losses for "none";
+    dlogits is `out` when that is a plain array apart from the inputs."""
     cdef int kind = _plain_kind(logits)
     if kind < 0 or type(label_smoothing) is not float or type(reduction) is not str:
         return None
@@ -615,8 +616,10 @@ def cross_entropy_fast(logits, target, reduction, label_smoothing, int n_threads
                         and cnp.PyArray_ISNOTSWAPPED(ta))
     if not labels and (_plain_kind(ta) != kind or not _same_shape(za, ta)):
         return None
+    dlogits = _output_for(out, za, (logits, target))
+    if dlogits is None:
+        return None
     loss = _empty_vector(rows, 1)
-    dlogits = _empty_like(za)
     cdef double grad_scale = 1.0 / <double>rows if mode == 0 else 1.0
     cdef void *pz = _ptr(logits)
     cdef void *pt = _ptr(target)

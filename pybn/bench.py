@@ -92,6 +92,7 @@ def make_case(kernel, shape, dtype=np.float32, seed=0, with_torch=True):
         if kernel == "cross_entropy":
             labels = rng.integers(0, shape[1], shape[0])
             impls["pybn"] = lambda: F.softmax_cross_entropy(x, labels)
+            impls["pybn out="] = lambda: F.softmax_cross_entropy(x, labels, out=out)
             impls["reference"] = lambda: R.softmax_cross_entropy(x, labels)
         else:
             fn, ref = (F.softmax, R.softmax) if kernel == "softmax" else (F.log_softmax, R.log_softmax)

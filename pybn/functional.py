@@ -324,7 +324,7 @@ def _labels(target, rows, classes, name="target"):
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
-def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0):
+def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0, out=None):
     """Fused softmax + cross-entropy: (loss, dlogits) in one pass per row.
 
     target is integer labels of shape (m,) in [0, C) or probabilities of
@@ -332,15 +332,21 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
     distribution, q = (1-s)*target + s/C, as PyTorch. dlogits is the
     gradient of the returned loss: softmax(z) - q for each row (the course's
     dz = yhat - y), divided by m for reduction="mean". The loss is a scalar
-    of logits' dtype for "mean"/"sum" and an (m,) array for "none".
+    of logits' dtype for "mean"/"sum" and an (m,) array for "none". `out=`
+    receives dlogits (a training loop's buffer, reused between steps).
     """
-    result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, get_num_threads())
+    result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, out,
+                                         get_num_threads())
     if result is None:
         # not the plain case: check and convert, then the same kernel call
-        args = _cross_entropy_args(logits, target, reduction, label_smoothing)
-        result = _kernels.cross_entropy_fast(*args, get_num_threads())
+        logits, target, reduction, label_smoothing = _cross_entropy_args(logits, target, reduction,
+                                                                         label_smoothing)
+        kernel_out, out = _output(out, logits.shape, logits.dtype, (logits, target))
+        result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, kernel_out,
+                                             get_num_threads())
         if result is None:
             raise RuntimeError("softmax_cross_entropy: converted arguments were not accepted")
+        result = result[0], _finish(result[1], out)
     loss, dlogits = result
     if reduction == "none":
         with np.errstate(over="ignore"):  # a loss beyond float32's range is inf

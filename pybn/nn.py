@@ -235,12 +235,17 @@ class SoftmaxCrossEntropy:
 
     def __init__(self, label_smoothing=0.0):
         self.label_smoothing = label_smoothing
+        self._grad = None
 
     def __call__(self, logits, target):
         return self.forward(logits, target)
 
     def forward(self, logits, target):
-        loss, self._grad = F.softmax_cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+        out = None
+        if isinstance(logits, np.ndarray) and logits.dtype.kind == "f":
+            out = self._grad = _reuse(self._grad, logits)  # as BatchNorm: no fresh pages per step
+        loss, self._grad = F.softmax_cross_entropy(logits, target, label_smoothing=self.label_smoothing,
+                                                   out=out)
         return float(loss)
 
     def backward(self):

@@ -129,13 +129,14 @@ def test_plain_entry_points_decline_what_is_not_the_plain_case():
         _kernels.softmax_fast(2, x, -1, None, nt),  # backward ops take the general path
         _kernels.softmax_fast(0, np.ones((3, 0), np.float32), -1, None, nt),
         _kernels.softmax_fast(0, np.float32(1.0), -1, None, nt),
-        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 3]), "mean", 0.0, nt),  # label out of range
-        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 0], np.int32), "mean", 0.0, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "avg", 0.0, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", -0.5, nt),
-        _kernels.cross_entropy_fast(x, x.astype(np.float64), "mean", 0.0, nt),
-        _kernels.cross_entropy_fast(x[None], np.zeros(4, np.int64), "mean", 0.0, nt),
+        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 3]), "mean", 0.0, None, nt),  # label out of range
+        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 0], np.int32), "mean", 0.0, None, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "avg", 0.0, None, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0, None, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", -0.5, None, nt),
+        _kernels.cross_entropy_fast(x, x.astype(np.float64), "mean", 0.0, None, nt),
+        _kernels.cross_entropy_fast(x[None], np.zeros(4, np.int64), "mean", 0.0, None, nt),
+        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0.0, x, nt),  # out overlaps logits
     ]
     assert all(d is None for d in declined), [i for i, d in enumerate(declined) if d is not None]
 
@@ -155,6 +156,13 @@ def test_plain_out_is_written_in_place_of_a_fresh_array():
     for fn in (pybn.softmax, pybn.log_softmax):
         assert fn(x, out=out) is out
         np.testing.assert_array_equal(out, fn(x))
+    labels = np.arange(16) % 5
+    loss, dz = pybn.softmax_cross_entropy(x, labels, out=out)
+    assert dz is out
+    np.testing.assert_array_equal(dz, pybn.softmax_cross_entropy(x, labels)[1])
+    strided = np.empty((16, 10), np.float32)[:, ::2]
+    assert pybn.softmax_cross_entropy(x, labels, out=strided)[1] is strided
+    np.testing.assert_array_equal(strided, dz)
     # in place: the general path computes into a fresh array, then copies
     expected = pybn.softmax(x)
     assert pybn.softmax(x, out=x) is x
@@ -169,3 +177,11 @@ def test_read_only_running_stats_still_raise_when_training():
         pybn.batch_norm_forward(x, running_mean=rm, running_var=np.ones(3))
     y, _, _ = pybn.batch_norm_forward(x, running_mean=rm, running_var=np.ones(3), training=False)
     assert y.shape == x.shape
+
+
+def test_cross_entropy_rejects_an_out_that_does_not_fit():
+    z = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"out: expected shape \(3, 4\) and dtype float64"):
+        pybn.softmax_cross_entropy(z, np.zeros(3, int), out=np.empty((3, 4), np.float32))
+    with pytest.raises(TypeError, match="out: expected a numpy array"):
+        pybn.softmax_cross_entropy(z, np.zeros(3, int), out=[0.0] * 12)
