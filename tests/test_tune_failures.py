@@ -36,6 +36,46 @@ def test_a_worker_killed_mid_trial_fails_that_trial_only():
             assert t.state == "complete" and t.value == t.params["x"]
 
 
+class _PoolBrokenBetweenSubmits:
+    """Stands in for the process pool: runs each trial inline, but the
+    first pool reports itself broken at its second submit, as a real one
+    does when a worker dies between two submissions."""
+    created = 0
+
+    def __init__(self, n_workers):
+        type(self).created += 1
+        self.fail_at = 2 if type(self).created == 1 else None
+        self.submits = 0
+
+    def submit(self, fn, *args):
+        import concurrent.futures as cf
+        from concurrent.futures.process import BrokenProcessPool
+        self.submits += 1
+        if self.fail_at and self.submits >= self.fail_at:  # broken for good, as a real pool
+            raise BrokenProcessPool("a child process terminated abruptly")
+        future = cf.Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def test_a_pool_broken_between_two_submits_loses_and_repeats_nothing(monkeypatch):
+    from pybn.tune import study as study_module
+    monkeypatch.setattr(study_module, "_process_pool", _PoolBrokenBetweenSubmits)
+    calls = []
+
+    def objective(params):
+        calls.append(params["x"])
+        return params["x"]
+
+    study = Study().optimize(objective, SPACE, 6, n_workers=2, seed=1)
+    assert _PoolBrokenBetweenSubmits.created == 2  # the broken one, then a fresh one
+    assert [t.state for t in study.trials] == ["complete"] * 6
+    assert sorted(calls) == sorted(t.params["x"] for t in study.trials)  # each trial ran once
+
+
 def _slow_study_process(path):
     code = ("import time\n"
             "from pybn.tune import Study, Uniform\n"

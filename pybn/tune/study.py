@@ -320,11 +320,25 @@ class Study:
                     (number, params, trial_seed), attempt = job_attempt = queue.pop(0)
                     if on_start and attempt == 0:
                         on_start(number, params, trial_seed)
-                    future = executor.submit(run_trial, objective, number, params, trial_seed, threads,
-                                             self.maximize, reference)
+                    try:
+                        future = executor.submit(run_trial, objective, number, params, trial_seed,
+                                                 threads, self.maximize, reference)
+                    except BrokenExecutor:
+                        # a worker died between two submissions: this trial has
+                        # not started; it waits for the fresh pool (recording
+                        # it as running again is harmless)
+                        if not own:
+                            raise
+                        queue.insert(0, job_attempt)
+                        if not pending:
+                            executor.shutdown(wait=False, cancel_futures=True)
+                            executor = _process_pool(n_workers)
+                        break
                     pending[future] = job_attempt
                     if attempt > 0:
                         break
+                if not pending:
+                    continue
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 broken = False
                 for future in done:
