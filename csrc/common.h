@@ -24,9 +24,6 @@
  * 1 = AVX2+FMA (x86-64-v3), 0 = portable C (runtime.c). */
 int pybn_dispatch_level(void);
 
-/* Bytes of the last-level cache (runtime.c; 32 MiB when unknown). */
-double pybn_cache_bytes(void);
-
 /* Below this many elements a call runs on one thread: starting an OpenMP
  * team costs more than it saves. Results do not depend on it. Kernels
  * with an exp per element (softmax.c) share from fewer. */

@@ -138,6 +138,10 @@ pybn_status pybn_softmax_cross_entropy_probs_f64(int64_t rows, int64_t classes,
  * "x86-64-v4 (AVX-512)", "x86-64-v3 (AVX2+FMA)" or "baseline"; the
  * environment variable PYBN_SIMD=avx2|baseline caps it (for testing). */
 const char *pybn_simd_level(void);
+/* The last-level cache size in bytes the kernels assume: float32 batch
+ * norm streams outputs past the cache when a pass's arrays exceed it. From
+ * sysfs (32 MiB when unknown); PYBN_CACHE_BYTES overrides it (for testing). */
+double pybn_cache_bytes(void);
 /* OpenMP's default team size for the calling thread (1 without OpenMP). */
 int pybn_openmp_max_threads(void);
 /* The OpenMP version macro the kernels were compiled with (0 without OpenMP). */

@@ -76,6 +76,7 @@ cdef extern from "pybn.h" nogil:
     int pybn_openmp_version()
     const char *pybn_build_flags()
     const char *pybn_compiler()
+    double pybn_cache_bytes()
 
 
 
@@ -651,6 +652,7 @@ def build_info():
         "openmp_version": pybn_openmp_version(),
         "openmp_max_threads": pybn_openmp_max_threads(),
         "compiler": pybn_compiler().decode(),
+        "cache_bytes": int(pybn_cache_bytes()),
         "c_flags": pybn_build_flags().decode().strip(),
     }
 

@@ -18,6 +18,7 @@ def _info(args):
         ("SIMD level", info["simd"]),
         ("OpenMP", f"on (version {info['openmp_version']})" if info["openmp_version"] else "off"),
         ("threads", f"{get_num_threads()} (OpenMP default {info['openmp_max_threads']})"),
+        ("cache", f"{info['cache_bytes'] / 2**20:.0f} MiB (outputs beyond it are streamed)"),
         ("compiler", info["compiler"]),
         ("C flags", info["c_flags"] or "(none)"),
     ]

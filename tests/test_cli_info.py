@@ -8,7 +8,7 @@ from pybn.cli import main
 def test_info_reports_version_openmp_threads_and_simd(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("pybn", "SIMD level", "OpenMP", "threads", "compiler", "C flags"):
+    for key in ("pybn", "SIMD level", "OpenMP", "threads", "cache", "compiler", "C flags"):
         assert key in out
     assert "on (version" in out
 
