@@ -80,8 +80,8 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
 #ifdef PYBN_HAVE_STREAM
     const int level = pybn_dispatch_level();
     const double bytes = (double)(outer * C * inner) * (b ? 3.0 : 2.0) * sizeof(float);
-    if (level == 0 || bytes <= pybn_cache_bytes())
-        return 0;
+    if (level == 0 || bytes <= pybn_cache_bytes() || (uintptr_t)y % sizeof(float) != 0)
+        return 0; /* (a float-aligned y reaches 64-byte boundaries; the wrappers ensure one) */
     const int64_t planes = outer * C;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -115,7 +115,7 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
 #ifdef PYBN_HAVE_STREAM
     const int level = pybn_dispatch_level();
     const double bytes = (double)(outer * C) * (b ? 3.0 : 2.0) * sizeof(float);
-    if (level == 0 || bytes <= pybn_cache_bytes())
+    if (level == 0 || bytes <= pybn_cache_bytes() || (uintptr_t)y % sizeof(float) != 0)
         return 0;
     const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
 #pragma omp parallel num_threads(nt) if (nt > 1)

@@ -115,6 +115,8 @@ cdef void *_data(object a, int typenum, int64_t need, bint writeable, bint optio
         raise TypeError(f"{name}: expected dtype {cnp.PyArray_DescrFromType(typenum)}, got {arr.dtype}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name}: expected a C-contiguous array")
+    if not cnp.PyArray_ISALIGNED(arr):  # C may assume it (vector loads, streaming stores)
+        raise ValueError(f"{name}: expected an array aligned to its element size")
     if cnp.PyArray_SIZE(arr) < need:
         raise ValueError(f"{name}: expected at least {need} elements, got {cnp.PyArray_SIZE(arr)}")
     if writeable and not cnp.PyArray_ISWRITEABLE(arr):
@@ -376,7 +378,7 @@ cdef double _sum(const double *p, int64_t n) noexcept nogil:
 # ---- fast entry points: the plain case of each public function ---------------------
 # functional.py tries these first, with the public function's arguments.
 # Each checks at C speed that the call is the plain case (native-endian
-# C-contiguous float32/float64 arrays of matching shapes, out= absent or such
+# aligned C-contiguous float32/float64 arrays of matching shapes, out= absent or such
 # an array apart from the inputs, scalars of exact type and in range),
 # allocates the outputs and runs the kernel; it
 # returns None for anything else, which then takes functional.py's general
@@ -385,11 +387,13 @@ cdef double _sum(const double *p, int64_t n) noexcept nogil:
 
 
 cdef int _plain_kind(object a) noexcept:
-    """0/1 for a native-endian C-contiguous float32/float64 ndarray, else -1."""
+    """0/1 for a native-endian, aligned, C-contiguous float32/float64
+    ndarray, else -1."""
     if not cnp.PyArray_Check(a):
         return -1
     cdef cnp.ndarray arr = <cnp.ndarray>a
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr):
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or not cnp.PyArray_ISALIGNED(arr)):
         return -1
     cdef int t = cnp.PyArray_TYPE(arr)
     return 0 if t == cnp.NPY_FLOAT32 else (1 if t == cnp.NPY_FLOAT64 else -1)
@@ -614,7 +618,7 @@ def cross_entropy_fast(logits, target, reduction, label_smoothing, out, int n_th
     cdef cnp.ndarray ta = <cnp.ndarray>target
     cdef bint labels = (cnp.PyArray_TYPE(ta) == cnp.NPY_INT64 and cnp.PyArray_NDIM(ta) == 1
                         and cnp.PyArray_DIMS(ta)[0] == rows and cnp.PyArray_IS_C_CONTIGUOUS(ta)
-                        and cnp.PyArray_ISNOTSWAPPED(ta))
+                        and cnp.PyArray_ISNOTSWAPPED(ta) and cnp.PyArray_ISALIGNED(ta))
     if not labels and (_plain_kind(ta) != kind or not _same_shape(za, ta)):
         return None
     dlogits = _output_for(out, za, (logits, target))

@@ -83,9 +83,10 @@ def _same_dtype(a, name, like, like_name):
 
 
 def _flat(a):
-    """`a` C-contiguous (the kernels read any C-contiguous array as flat),
-    copying only when its strides need it."""
-    return np.ascontiguousarray(a)
+    """`a` C-contiguous and aligned (the kernels read any such array as
+    flat), copying only when its strides or address need it."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.aligned else a.copy()
 
 
 def _axis(axis, ndim, name="axis"):
@@ -153,7 +154,8 @@ def _output(out, shape, dtype, inputs):
                          f"got shape {out.shape} and dtype {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out: expected a writeable array")
-    if out.flags.c_contiguous and not any(np.may_share_memory(out, a) for a in inputs if a is not None):
+    if out.flags.c_contiguous and out.flags.aligned and not any(
+            np.may_share_memory(out, a) for a in inputs if a is not None):
         return out, out
     return np.empty(shape, dtype), out
 
@@ -223,9 +225,9 @@ def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_v
     beta_flat = None if beta is None else _flat(beta)
     if training:
         # The kernel updates contiguous buffers; strided running stats get
-        # a contiguous copy that is written back afterwards.
-        rm = None if running_mean is None else np.ascontiguousarray(running_mean)
-        rv = None if running_var is None else np.ascontiguousarray(running_var)
+        # a contiguous copy (misaligned ones too) that is written back afterwards.
+        rm = None if running_mean is None else _flat(running_mean)
+        rv = None if running_var is None else _flat(running_var)
         _kernels.batchnorm_forward_train(outer, channels, inner, flat_x, gamma_flat, beta_flat,
                                          momentum, eps, rm, rv, y_flat, mean, invstd,
                                          get_num_threads())
@@ -321,7 +323,7 @@ def _labels(target, rows, classes, name="target"):
         bad = np.flatnonzero((labels < 0) | (labels >= classes))
         if bad.size:
             raise ValueError(f"{name}: label {labels[bad[0]]} at row {bad[0]} is outside [0, {classes})")
-    return np.ascontiguousarray(labels, dtype=np.int64)
+    return _flat(np.asarray(labels, dtype=np.int64))
 
 
 def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0, out=None):

@@ -185,3 +185,71 @@ def test_cross_entropy_rejects_an_out_that_does_not_fit():
         pybn.softmax_cross_entropy(z, np.zeros(3, int), out=np.empty((3, 4), np.float32))
     with pytest.raises(TypeError, match="out: expected a numpy array"):
         pybn.softmax_cross_entropy(z, np.zeros(3, int), out=[0.0] * 12)
+
+
+def _misaligned(shape, dtype=np.float32):
+    """A writeable C-contiguous array one byte off its element alignment."""
+    count = int(np.prod(shape))
+    buf = np.zeros(count * np.dtype(dtype).itemsize + 1, np.uint8)
+    a = np.frombuffer(buf.data, dtype=dtype, count=count, offset=1).reshape(shape)
+    assert not a.flags.aligned and a.flags.c_contiguous and a.flags.writeable
+    return a
+
+
+@pytest.mark.parametrize("cache_bytes", [None, "64"])
+def test_misaligned_arrays_are_copied_not_handed_to_c(cache_bytes, tmp_path):
+    # numpy allows float arrays at any byte address (np.frombuffer with an
+    # offset); C may assume element alignment (vector code, streaming
+    # stores: a misaligned streamed output crashed). Inputs are copied,
+    # outputs written through an aligned array; the bits are the same. With
+    # a tiny cache the streaming paths run too (in a subprocess).
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import numpy as np, pybn\n"
+        "from test_fast_paths import _misaligned\n"
+        "rng = np.random.default_rng(0)\n"
+        "for shape in [(33, 70), (3, 8, 9, 11)]:\n"
+        "    x = rng.standard_normal(shape).astype(np.float32)\n"
+        "    xm, out = _misaligned(shape), _misaligned(shape)\n"
+        "    xm[...] = x\n"
+        "    want = pybn.batch_norm_forward(x)\n"
+        "    got = pybn.batch_norm_forward(xm, out=out)\n"
+        "    assert got.y is out and np.array_equal(out, want.y) and np.array_equal(got.mean, want.mean)\n"
+        "    dx = pybn.batch_norm_backward(xm, xm, None, want.mean, want.invstd, out=_misaligned(shape))[0]\n"
+        "    assert np.array_equal(dx, pybn.batch_norm_backward(x, x, None, want.mean, want.invstd)[0])\n"
+        "    rm, rv = _misaligned((shape[1],)), _misaligned((shape[1],))\n"
+        "    rm[...], rv[...] = 0, 1\n"
+        "    pybn.batch_norm_forward(xm, running_mean=rm, running_var=rv)\n"
+        "    rm2, rv2 = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)\n"
+        "    pybn.batch_norm_forward(x, running_mean=rm2, running_var=rv2)\n"
+        "    assert np.array_equal(rm, rm2) and np.array_equal(rv, rv2)\n"
+        "    for fn in (pybn.softmax, pybn.log_softmax):\n"
+        "        assert np.array_equal(fn(xm, out=_misaligned(shape)), fn(x))\n"
+        "z = rng.standard_normal((33, 70)).astype(np.float32)\n"
+        "zm = _misaligned(z.shape)\n"
+        "zm[...] = z\n"
+        "labels = np.arange(33) % 70\n"
+        "lm = _misaligned((33,), np.int64)\n"
+        "lm[...] = labels\n"
+        "loss, dz = pybn.softmax_cross_entropy(zm, lm, out=_misaligned(z.shape))\n"
+        "want_loss, want_dz = pybn.softmax_cross_entropy(z, labels)\n"
+        "assert loss == want_loss and np.array_equal(dz, want_dz)\n"
+        "print('ok')\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    if cache_bytes:
+        env["PYBN_CACHE_BYTES"] = cache_bytes
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_kernel_layer_rejects_misaligned_arrays():
+    x = _misaligned((4, 3))
+    with pytest.raises(ValueError, match="x: expected an array aligned to its element size"):
+        _kernels.batchnorm_forward_eval(4, 3, 1, x, None, None, np.zeros(3, np.float32),
+                                        np.ones(3, np.float32), 1e-5, np.empty((4, 3), np.float32),
+                                        None, None, 1)
+    assert _kernels.softmax_fast(0, x, -1, None, 1) is None
