@@ -386,16 +386,21 @@ cdef double _sum(const double *p, int64_t n) noexcept nogil:
 # Python-level helpers: a few microseconds, as much as a small kernel takes.
 
 
-cdef int _plain_kind(object a) noexcept:
-    """0/1 for a native-endian, aligned, C-contiguous float32/float64
-    ndarray, else -1."""
+cdef int _plain_type(object a) noexcept:
+    """The type number of a native-endian, aligned, C-contiguous ndarray,
+    else -1."""
     if not cnp.PyArray_Check(a):
         return -1
     cdef cnp.ndarray arr = <cnp.ndarray>a
     if (not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)
             or not cnp.PyArray_ISALIGNED(arr)):
         return -1
-    cdef int t = cnp.PyArray_TYPE(arr)
+    return cnp.PyArray_TYPE(arr)
+
+
+cdef int _plain_kind(object a) noexcept:
+    """0/1 for a plain (see _plain_type) float32/float64 ndarray, else -1."""
+    cdef int t = _plain_type(a)
     return 0 if t == cnp.NPY_FLOAT32 else (1 if t == cnp.NPY_FLOAT64 else -1)
 
 
@@ -616,9 +621,8 @@ def cross_entropy_fast(logits, target, reduction, label_smoothing, out, int n_th
     if rows < 1 or classes < 1 or not cnp.PyArray_Check(target):
         return None
     cdef cnp.ndarray ta = <cnp.ndarray>target
-    cdef bint labels = (cnp.PyArray_TYPE(ta) == cnp.NPY_INT64 and cnp.PyArray_NDIM(ta) == 1
-                        and cnp.PyArray_DIMS(ta)[0] == rows and cnp.PyArray_IS_C_CONTIGUOUS(ta)
-                        and cnp.PyArray_ISNOTSWAPPED(ta) and cnp.PyArray_ISALIGNED(ta))
+    cdef bint labels = (_plain_type(ta) == cnp.NPY_INT64 and cnp.PyArray_NDIM(ta) == 1
+                        and cnp.PyArray_DIMS(ta)[0] == rows)
     if not labels and (_plain_kind(ta) != kind or not _same_shape(za, ta)):
         return None
     dlogits = _output_for(out, za, (logits, target))
@@ -681,7 +685,3 @@ def num_threads():
         return _requested_threads
     cdef int n = pybn_openmp_max_threads()
     return n if n > 0 else 1
-
-
-def openmp_max_threads():
-    return pybn_openmp_max_threads()
