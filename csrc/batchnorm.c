@@ -23,6 +23,8 @@ static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 
 static int64_t bn_row_blocks(int64_t rows) { return (rows + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; }
 
+static int64_t bn_col_tiles(int64_t C) { return (C + BN_COL_TILE - 1) / BN_COL_TILE; }
+
 /* Task `task` of the rows layout: row block task / tiles times column tile
  * task % tiles of an (outer, C) matrix; `at` is its first element. */
 typedef struct {
@@ -68,6 +70,21 @@ static void combine_partials(const double *partial, int64_t blocks, int64_t C, i
     });
 }
 
+#ifdef PYBN_HAVE_STREAM
+/* The SIMD level to stream a pass over `elements` floats of each of
+ * `arrays` arrays into y with, or 0 for plain stores: no SIMD, everything
+ * fits the cache, or y is not float-aligned (a float-aligned y reaches
+ * 64-byte boundaries; the Python wrappers ensure one). */
+static int stream_level(int64_t elements, int arrays, const float *y)
+{
+    const int level = pybn_dispatch_level();
+    if (level == 0 || (double)elements * arrays * sizeof(float) <= pybn_cache_bytes() ||
+        (uintptr_t)y % sizeof(float) != 0)
+        return 0;
+    return level;
+}
+#endif
+
 /* The per-element pass of the planes layout, streamed past the cache
  * (stream.h) when its arrays together exceed it: y = coef[c]*a + coef[C+c]
  * (b == NULL), or dx = coef[C+c]*a + coef[2C+c]*(b - coef[c]) + coef[3C+c]
@@ -78,10 +95,9 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
                              int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = pybn_dispatch_level();
-    const double bytes = (double)(outer * C * inner) * (b ? 3.0 : 2.0) * sizeof(float);
-    if (level == 0 || bytes <= pybn_cache_bytes() || (uintptr_t)y % sizeof(float) != 0)
-        return 0; /* (a float-aligned y reaches 64-byte boundaries; the wrappers ensure one) */
+    const int level = stream_level(outer * C * inner, b ? 3 : 2, y);
+    if (level == 0)
+        return 0;
     const int64_t planes = outer * C;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -113,11 +129,10 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
                            const float *restrict coef, float *restrict y, int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = pybn_dispatch_level();
-    const double bytes = (double)(outer * C) * (b ? 3.0 : 2.0) * sizeof(float);
-    if (level == 0 || bytes <= pybn_cache_bytes() || (uintptr_t)y % sizeof(float) != 0)
+    const int level = stream_level(outer * C, b ? 3 : 2, y);
+    if (level == 0)
         return 0;
-    const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+    const int64_t tiles = bn_col_tiles(C);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int64_t lo, hi;

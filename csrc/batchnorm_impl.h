@@ -282,7 +282,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     }
 
     const int64_t blocks = bn_row_blocks(outer);
-    const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+    const int64_t tiles = bn_col_tiles(C);
     const int64_t stride = blocks * C; /* between the two outputs' partials */
     double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
     if (!partial)
@@ -338,7 +338,7 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     } else if (coef && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+        const int64_t tiles = bn_col_tiles(C);
         PYBN_PARALLEL_SHARES(nt, after_sums, task, bn_row_blocks(outer) * tiles, {
             const bn_tile tl = bn_row_task(task, tiles, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
@@ -391,7 +391,7 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     } else if (coef && FN(stream_rows)(outer, C, dy, x, coef, dx, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t tiles = (C + BN_COL_TILE - 1) / BN_COL_TILE;
+        const int64_t tiles = bn_col_tiles(C);
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
             const bn_tile tl = bn_row_task(task, tiles, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;

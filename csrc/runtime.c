@@ -1,6 +1,7 @@
 /* runtime.c - what the kernels were built with and dispatch to. */
-#include <stdlib.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
@@ -40,11 +41,13 @@ __attribute__((constructor)) static void decide_dispatch_level(void)
 int pybn_dispatch_level(void) { return dispatch_level; }
 
 static double cache_bytes = 32.0 * 1024 * 1024;
+static pthread_once_t cache_bytes_once = PTHREAD_ONCE_INIT;
 
 /* The largest cache Linux lists for cpu0 (sysfs, as lscpu reads it):
  * sysconf(_SC_LEVEL3_CACHE_SIZE) reports the whole socket's L3 in some
- * VMs (320 MB on the 32 MB machine the benchmarks ran on). */
-__attribute__((constructor)) static void read_cache_size(void)
+ * VMs (320 MB on the 32 MB machine the benchmarks ran on). Read on first
+ * use, not at load: only calls past the cache size ask. */
+static void read_cache_size(void)
 {
     double largest = 0.0;
     for (int index = 0; index < 8; index++) {
@@ -69,7 +72,11 @@ __attribute__((constructor)) static void read_cache_size(void)
         cache_bytes = atof(override);
 }
 
-double pybn_cache_bytes(void) { return cache_bytes; }
+double pybn_cache_bytes(void)
+{
+    pthread_once(&cache_bytes_once, read_cache_size);
+    return cache_bytes;
+}
 
 const char *pybn_simd_level(void)
 {

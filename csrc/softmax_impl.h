@@ -1,9 +1,11 @@
 /* softmax_impl.h - softmax-family kernels for one dtype. Included by
- * softmax.c once per dtype with T, SFX, EXP and LOG defined; not a header
- * to include anywhere else.
+ * softmax.c once per dtype with T, SFX and EXP defined, and optionally
+ * ROW_MAX, ROW_EXP_SUM and ROWS_SOFTMAX (hand-vectorized replacements of
+ * the portable row functions); not a header to include anywhere else.
  *
  * Design: z is viewed as (outer, K, inner) and reduced along K.
- *   - rows (inner == 1): one row is one task, vectorized along K;
+ *   - rows (inner == 1): a task is one or more whole rows (about
+ *     SM_TASK_WORK elements), vectorized along K;
  *   - columns (inner > 1): a task is a tile of up to SM_TILE adjacent
  *     columns of one outer index, vectorized across the tile, so a reduction
  *     along a middle axis needs no transposed copy.
