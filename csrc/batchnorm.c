@@ -99,8 +99,7 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
     if (level == 0)
         return 0;
     const int64_t planes = outer * C;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    PYBN_TEAM(nt, {
         int64_t lo, hi;
         pybn_share(planes, &lo, &hi);
         for (int64_t p = lo; p < hi; p++) {
@@ -115,7 +114,7 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
             }
         }
         stream_fence();
-    }
+    });
     return 1;
 #else
     (void)outer, (void)C, (void)inner, (void)a, (void)b, (void)coef, (void)y, (void)nt;
@@ -133,8 +132,7 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
     if (level == 0)
         return 0;
     const int64_t tiles = bn_col_tiles(C);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
+    PYBN_TEAM(nt, {
         int64_t lo, hi;
         pybn_share(bn_row_blocks(outer) * tiles, &lo, &hi);
         for (int64_t task = lo; task < hi; task++) {
@@ -144,7 +142,7 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
                 b ? a + t.at : NULL, b ? b + t.at : a + t.at, t.rows, t.w, C, coef + t.c0, C, y + t.at);
         }
         stream_fence();
-    }
+    });
     return 1;
 #else
     (void)outer, (void)C, (void)a, (void)b, (void)coef, (void)y, (void)nt;

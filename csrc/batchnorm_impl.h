@@ -441,9 +441,14 @@ pybn_status FN(pybn_batchnorm_forward_train)(
     const T *restrict beta, double momentum, double eps, T *restrict running_mean,
     T *restrict running_var, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
 {
-    if (!pybn_shape_ok(outer, C, inner) || !x || !y || outer * inner < 2 || !bn_eps_ok(eps) ||
-        !(momentum >= 0.0 && momentum <= 1.0))
+    if (!pybn_shape_ok(outer, C, inner) || !x || !y)
         return PYBN_EINVAL;
+    if (outer * inner < 2)
+        return PYBN_EBATCH;
+    if (!bn_eps_ok(eps))
+        return PYBN_EEPS;
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return PYBN_EMOMENTUM;
     const int64_t n = outer * inner;
     const int nt = pybn_team_size(n * C, PYBN_SMALL_WORK, n_threads);
     double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
@@ -462,7 +467,9 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         for (int64_t c = 0; c < C && st == PYBN_OK; c++) {
             const double s1 = mean_d[c], sq_dev = var_d[c] - s1 * (s1 / (double)n);
             mean_d[c] = k[c] + s1 / (double)n;
-            var_d[c] = sq_dev > 0.0 ? sq_dev : 0.0; /* rounding can leave a tiny negative */
+            /* rounding can leave a tiny negative; a NaN (from a NaN or inf
+             * in the channel) must stay NaN, as the two-pass variance */
+            var_d[c] = sq_dev < 0.0 ? 0.0 : sq_dev;
         }
     } else {
         st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
@@ -497,8 +504,10 @@ pybn_status FN(pybn_batchnorm_forward_eval)(
     double eps, T *restrict y, T *restrict mean, T *restrict invstd, int n_threads)
 {
     if (!pybn_shape_ok(outer, C, inner) || !x || !y || !running_mean || !running_var ||
-        outer * inner < 1 || !bn_eps_ok(eps))
+        outer * inner < 1)
         return PYBN_EINVAL;
+    if (!bn_eps_ok(eps))
+        return PYBN_EEPS;
     const int nt = pybn_team_size(outer * inner * C, PYBN_SMALL_WORK, n_threads);
     double *scratch = (double *)malloc((size_t)(4 * C) * sizeof(double));
     if (!scratch)

@@ -75,6 +75,22 @@ static inline void pybn_share(int64_t count, int64_t *lo, int64_t *hi)
         }                                                                                \
     } while (0)
 
+/* body run by each of nt threads (in a team when nt > 1; once, on the
+ * calling thread and with no parallel region, otherwise), for bodies that
+ * take their share themselves (pybn_share) and must end it with a fence. */
+#define PYBN_TEAM(nt, ...)                                   \
+    do {                                                     \
+        const int pybn_team_nt_ = (nt);                      \
+        if (pybn_team_nt_ > 1) {                             \
+            _Pragma("omp parallel num_threads(pybn_team_nt_)") \
+            {                                                \
+                __VA_ARGS__                                  \
+            }                                                \
+        } else {                                             \
+            __VA_ARGS__                                      \
+        }                                                    \
+    } while (0)
+
 #define PYBN_PARALLEL_FOR(nt, var, count, ...) PYBN_PARALLEL_SHARES(nt, 0, var, count, __VA_ARGS__)
 
 /* Rows per partial-sum block when reducing over rows of a (rows, C) matrix.

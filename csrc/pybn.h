@@ -7,7 +7,8 @@
  *   - Arrays are C-contiguous. An N-d tensor reduced along one axis is viewed
  *     as (outer, dim, inner): element (o, d, i) is at (o*dim + d)*inner + i.
  *   - Every function returns a pybn_status and never prints or aborts;
- *     PYBN_OK means every requested output is valid.
+ *     PYBN_OK means every requested output is valid; each other status
+ *     names the argument that was out of its domain.
  *   - Results are bitwise identical for any n_threads: reductions are split
  *     into blocks whose size does not depend on the thread count and the
  *     partial results are combined in a fixed order.
@@ -28,8 +29,13 @@ extern "C" {
 
 typedef enum {
     PYBN_OK = 0,
-    PYBN_EINVAL = 1, /* a size, scalar or label is out of its domain */
-    PYBN_ENOMEM = 2  /* a scratch allocation failed */
+    PYBN_EINVAL = 1,     /* a size is invalid or a required pointer is NULL */
+    PYBN_ENOMEM = 2,     /* a scratch allocation failed */
+    PYBN_EEPS = 3,       /* eps is not a finite number > 0 */
+    PYBN_EMOMENTUM = 4,  /* momentum is outside [0, 1] (or NaN) */
+    PYBN_EBATCH = 5,     /* training with fewer than 2 values per channel */
+    PYBN_ESMOOTHING = 6, /* label_smoothing is outside [0, 1] (or NaN) */
+    PYBN_ELABEL = 7      /* a label is outside [0, classes): its row in *bad_row */
 } pybn_status;
 
 /* ---- batch normalization over x viewed as (outer, channels, inner) ------ */
@@ -39,7 +45,10 @@ typedef enum {
  * gamma/beta NULL mean 1/0. running_mean/running_var (NULL to skip) are
  * updated in place: r = (1-momentum)*r + momentum*batch, with the unbiased
  * variance. mean/invstd (NULL to skip) receive the batch statistics.
- * EINVAL if outer*inner < 2, eps <= 0 or momentum outside [0, 1]. */
+ * EBATCH if outer*inner < 2, EEPS if eps is not finite and > 0, EMOMENTUM
+ * if momentum is outside [0, 1]. A NaN or inf anywhere in a channel makes
+ * that channel's mean/invstd, y and running averages NaN or inf exactly as
+ * the two-pass formulas (and PyTorch) give them. */
 pybn_status pybn_batchnorm_forward_train_f32(
     int64_t outer, int64_t channels, int64_t inner,
     const float *restrict x, const float *restrict gamma, const float *restrict beta,
@@ -114,7 +123,8 @@ pybn_status pybn_log_softmax_backward_f64(int64_t outer, int64_t dim, int64_t in
  * s == 0 only the labelled term is formed (as nll_loss, so -inf logits at
  * other classes do not give 0*inf).
  * dlogits (NULL to skip) = grad_scale * (softmax(z)*sum(q) - q).
- * A label out of range: EINVAL, its row in *bad_row (may be NULL). */
+ * A label out of range: ELABEL, its row in *bad_row (may be NULL);
+ * label_smoothing outside [0, 1]: ESMOOTHING. */
 pybn_status pybn_softmax_cross_entropy_labels_f32(int64_t rows, int64_t classes,
     const float *restrict logits, const int64_t *restrict labels,
     double label_smoothing, double grad_scale,

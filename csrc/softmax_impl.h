@@ -406,13 +406,15 @@ pybn_status FN(pybn_softmax_cross_entropy_labels)(int64_t rows, int64_t K, const
                                                   double *restrict loss, T *restrict dlogits,
                                                   int64_t *restrict bad_row, int n_threads)
 {
-    if (!pybn_shape_ok(rows, K, 1) || !logits || !labels || !loss || !ce_smoothing_ok(label_smoothing))
+    if (!pybn_shape_ok(rows, K, 1) || !logits || !labels || !loss)
         return PYBN_EINVAL;
+    if (!ce_smoothing_ok(label_smoothing))
+        return PYBN_ESMOOTHING;
     for (int64_t r = 0; r < rows; r++) {
         if (labels[r] < 0 || labels[r] >= K) {
             if (bad_row)
                 *bad_row = r;
-            return PYBN_EINVAL;
+            return PYBN_ELABEL;
         }
     }
     return FN(cross_entropy)(rows, K, logits, labels, NULL, label_smoothing, grad_scale, loss,
@@ -424,8 +426,10 @@ pybn_status FN(pybn_softmax_cross_entropy_probs)(int64_t rows, int64_t K, const 
                                                  double grad_scale, double *restrict loss,
                                                  T *restrict dlogits, int n_threads)
 {
-    if (!pybn_shape_ok(rows, K, 1) || !logits || !target || !loss || !ce_smoothing_ok(label_smoothing))
+    if (!pybn_shape_ok(rows, K, 1) || !logits || !target || !loss)
         return PYBN_EINVAL;
+    if (!ce_smoothing_ok(label_smoothing))
+        return PYBN_ESMOOTHING;
     return FN(cross_entropy)(rows, K, logits, NULL, target, label_smoothing, grad_scale, loss,
                              dlogits, n_threads);
 }

@@ -17,8 +17,9 @@
 #define PYBN_HAVE_STREAM 1
 #include <immintrin.h>
 
-/* y = fma(x, a, b): the arithmetic of run_affine_t's x86-64-v4 clone.
- * Masked plain stores up to y's first 64-byte boundary and for the tail;
+/* y = x*a + b, rounded after the product and after the sum: exactly the
+ * arithmetic of run_affine_t (the kernels are compiled with
+ * -ffp-contract=off, so no compiler fuses it there either). Masked plain stores up to y's first 64-byte boundary and for the tail;
  * y must be float-aligned (numpy's arrays are). */
 __attribute__((target("avx512f,fma")))
 static void stream_affine_f32_avx512(const float *restrict x, int64_t n, float a, float b, float *restrict y)
@@ -29,14 +30,14 @@ static void stream_affine_f32_avx512(const float *restrict x, int64_t n, float a
     int64_t i = 0;
     if (head > 0) {
         const __mmask16 k = (__mmask16)((1u << head) - 1u);
-        _mm512_mask_storeu_ps(y, k, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x), va, vb));
+        _mm512_mask_storeu_ps(y, k, _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x), va), vb));
         i = head;
     }
     for (; i + 16 <= n; i += 16)
-        _mm512_stream_ps(y + i, _mm512_fmadd_ps(_mm512_loadu_ps(x + i), va, vb));
+        _mm512_stream_ps(y + i, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), va), vb));
     if (i < n) {
         const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + i), va, vb));
+        _mm512_mask_storeu_ps(y + i, k, _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), va), vb));
     }
 }
 
@@ -46,14 +47,15 @@ static void stream_affine_f32_avx2(const float *restrict x, int64_t n, float a, 
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
     int64_t i = 0;
     for (; i < n && ((uintptr_t)(y + i) & 31) != 0; i++)
-        y[i] = fmaf(x[i], a, b);
+        y[i] = x[i] * a + b;
     for (; i + 8 <= n; i += 8)
-        _mm256_stream_ps(y + i, _mm256_fmadd_ps(_mm256_loadu_ps(x + i), va, vb));
+        _mm256_stream_ps(y + i, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), va), vb));
     for (; i < n; i++)
-        y[i] = fmaf(x[i], a, b);
+        y[i] = x[i] * a + b;
 }
 
-/* dx = k_dy*dy + k_x*(x - mean) + k_c, c = {mean, k_dy, k_x, k_c}. */
+/* dx = (k_dy*dy + k_x*(x - mean)) + k_c, c = {mean, k_dy, k_x, k_c}: each
+ * operation rounded, in run_dx_t's order. */
 __attribute__((target("avx512f,fma")))
 static void stream_dx_f32_avx512(const float *restrict dy, const float *restrict x, int64_t n,
                                  const float *restrict c, float *restrict dx)
@@ -66,7 +68,7 @@ static void stream_dx_f32_avx512(const float *restrict dy, const float *restrict
         const int64_t w = i == 0 && head > 0 ? head : (n - i < 16 ? n - i : 16);
         const __mmask16 k = (__mmask16)((1u << w) - 1u);
         const __m512 g = _mm512_maskz_loadu_ps(k, dy + i), v = _mm512_maskz_loadu_ps(k, x + i);
-        const __m512 r = _mm512_add_ps(_mm512_fmadd_ps(k_x, _mm512_sub_ps(v, mean), _mm512_mul_ps(k_dy, g)), k_c);
+        const __m512 r = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(k_dy, g), _mm512_mul_ps(k_x, _mm512_sub_ps(v, mean))), k_c);
         if (w == 16 && i >= head)
             _mm512_stream_ps(dx + i, r);
         else
@@ -83,18 +85,18 @@ static void stream_dx_f32_avx2(const float *restrict dy, const float *restrict x
     const __m256 k_x = _mm256_set1_ps(c[2]), k_c = _mm256_set1_ps(c[3]);
     int64_t i = 0;
     for (; i < n && ((uintptr_t)(dx + i) & 31) != 0; i++)
-        dx[i] = fmaf(c[2], x[i] - c[0], c[1] * dy[i]) + c[3];
+        dx[i] = c[1] * dy[i] + c[2] * (x[i] - c[0]) + c[3];
     for (; i + 8 <= n; i += 8) {
         const __m256 g = _mm256_loadu_ps(dy + i), v = _mm256_loadu_ps(x + i);
-        _mm256_stream_ps(dx + i, _mm256_add_ps(_mm256_fmadd_ps(k_x, _mm256_sub_ps(v, mean), _mm256_mul_ps(k_dy, g)), k_c));
+        _mm256_stream_ps(dx + i, _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(k_dy, g), _mm256_mul_ps(k_x, _mm256_sub_ps(v, mean))), k_c));
     }
     for (; i < n; i++)
-        dx[i] = fmaf(c[2], x[i] - c[0], c[1] * dy[i]) + c[3];
+        dx[i] = c[1] * dy[i] + c[2] * (x[i] - c[0]) + c[3];
 }
 
 /* The rows layout: rows of w columns, row stride ld, per-column
- * coefficients. Affine (dy == NULL): y = fma(x, c[j], c[cld + j]); dx:
- * dx = k_dy*dy + k_x*(x - mean) + k_c with c = {mean, k_dy, k_x, k_c}
+ * coefficients. Affine (dy == NULL): y = x*c[j] + c[cld + j]; dx:
+ * dx = (k_dy*dy + k_x*(x - mean)) + k_c with c = {mean, k_dy, k_x, k_c}
  * rows of cld. Masked plain stores where a row is not 64-byte aligned. */
 __attribute__((target("avx512f,fma")))
 static void stream_rows_f32_avx512(const float *restrict dy, const float *restrict x, int64_t rows,
@@ -116,10 +118,10 @@ static void stream_rows_f32_avx512(const float *restrict dy, const float *restri
                 const __m512 mean = _mm512_maskz_loadu_ps(k, c + j), k_dy = _mm512_maskz_loadu_ps(k, c + cld + j);
                 const __m512 k_x = _mm512_maskz_loadu_ps(k, c + 2 * cld + j);
                 const __m512 k_c = _mm512_maskz_loadu_ps(k, c + 3 * cld + j);
-                res = _mm512_add_ps(_mm512_fmadd_ps(k_x, _mm512_sub_ps(v, mean),
-                                                    _mm512_mul_ps(k_dy, _mm512_maskz_loadu_ps(k, gr + j))), k_c);
+                res = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(k_dy, _mm512_maskz_loadu_ps(k, gr + j)),
+                                                  _mm512_mul_ps(k_x, _mm512_sub_ps(v, mean))), k_c);
             } else {
-                res = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, c + j), _mm512_maskz_loadu_ps(k, c + cld + j));
+                res = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, c + j)), _mm512_maskz_loadu_ps(k, c + cld + j));
             }
             if (n == 16 && j >= head)
                 _mm512_stream_ps(yr + j, res);
@@ -135,8 +137,8 @@ static inline float stream_rows_one(const float *restrict gr, const float *restr
                                     const float *restrict c, int64_t cld)
 {
     if (gr)
-        return fmaf(c[2 * cld + j], xr[j] - c[j], c[cld + j] * gr[j]) + c[3 * cld + j];
-    return fmaf(xr[j], c[j], c[cld + j]);
+        return c[cld + j] * gr[j] + c[2 * cld + j] * (xr[j] - c[j]) + c[3 * cld + j];
+    return xr[j] * c[j] + c[cld + j];
 }
 
 __attribute__((target("avx2,fma")))
@@ -155,13 +157,13 @@ static void stream_rows_f32_avx2(const float *restrict dy, const float *restrict
             const __m256 v = _mm256_loadu_ps(xr + j);
             __m256 res;
             if (gr)
-                res = _mm256_add_ps(_mm256_fmadd_ps(_mm256_loadu_ps(c + 2 * cld + j),
-                                                    _mm256_sub_ps(v, _mm256_loadu_ps(c + j)),
-                                                    _mm256_mul_ps(_mm256_loadu_ps(c + cld + j),
-                                                                  _mm256_loadu_ps(gr + j))),
+                res = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(c + cld + j),
+                                                                _mm256_loadu_ps(gr + j)),
+                                                  _mm256_mul_ps(_mm256_loadu_ps(c + 2 * cld + j),
+                                                                _mm256_sub_ps(v, _mm256_loadu_ps(c + j)))),
                                     _mm256_loadu_ps(c + 3 * cld + j));
             else
-                res = _mm256_fmadd_ps(v, _mm256_loadu_ps(c + j), _mm256_loadu_ps(c + cld + j));
+                res = _mm256_add_ps(_mm256_mul_ps(v, _mm256_loadu_ps(c + j)), _mm256_loadu_ps(c + cld + j));
             _mm256_stream_ps(yr + j, res);
         }
         for (; j < w; j++)

@@ -1,16 +1,18 @@
-"""Public kernel functions: validate the arguments, then call the C kernels.
+"""Public kernel functions: one compiled entry point each, and the
+conversions that bring any other call to it.
 
-Each function first offers its arguments to a plain-case entry point of
-_kernels, which runs the kernel when they are already what it reads
-(C-contiguous native float arrays of matching shapes, out= absent or such an
-array apart from the inputs, scalars of exact type) and declines anything
-else. Everything else takes the general
-path here, where all argument checks live: every bad input becomes a
-ValueError or TypeError naming the argument and what was expected. Inputs of
-any strides are made C-contiguous once; outputs are new C-contiguous arrays
-unless `out=` is given. Semantics follow
-torch.nn.functional.batch_norm, torch.softmax / log_softmax and
-torch.nn.functional.cross_entropy; see DESIGN.md.
+Each function first hands its arguments to the compiled entry point of the
+same name in _kernels, which runs the kernel when they are already what it
+reads (the plain case: C-contiguous aligned native float arrays of matching
+shapes, out= absent or such an array apart from the inputs, flags of exact
+type) and returns None for anything else. Everything else is converted here
+once, with every structural mistake raised as a ValueError or TypeError
+naming the argument, and handed to the same entry point; the domain of each
+scalar (eps, momentum, label_smoothing, labels) is checked by the C kernel
+alone and named by the entry point. Inputs of any strides are made
+C-contiguous once; outputs are new C-contiguous arrays unless `out=` is
+given. Semantics follow torch.nn.functional.batch_norm, torch.softmax /
+log_softmax and torch.nn.functional.cross_entropy; see docs/design.md.
 """
 import math
 import numbers
@@ -19,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _kernels
-from ._threads import get_num_threads
 
 __all__ = [
     "BatchNormOutput",
@@ -55,6 +56,9 @@ def _float_array(a, name, dtype=None):
     promotes them), or `dtype` when given. Anything else is a TypeError."""
     if type(a) is np.ndarray and (a.dtype is _F32 or a.dtype is _F64) and (dtype is None or a.dtype is dtype):
         return a  # the common case, checked first: small calls are overhead-bound
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain array, got a masked array "
+                        f"(its mask would be ignored; use a.filled() or drop the masked rows)")
     if isinstance(a, np.ndarray):
         arr = a
     else:
@@ -106,12 +110,40 @@ def _split(shape, axis):
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
-def _real(value, name):
+def _real(value, name, expected):
+    """`value` as a float; its domain (`expected`) is the kernel's to check,
+    except that a number beyond float's range is out of it already."""
     if type(value) is float:
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: expected {expected}, got a number beyond float range") from None
+
+
+def _flag(value, name):
+    """A bool flag: True/False or numpy's bool, nothing that is merely truthy
+    (training="False" must not mean training)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+
+
+def _apart(updated, updated_name, others):
+    """Raise if the in-place array `updated` shares memory with any of the
+    (name, array) pairs in `others`: the kernel reads them while it writes."""
+    for name, other in others:
+        if other is None or not np.may_share_memory(updated, other):
+            continue
+        try:
+            shared = np.shares_memory(updated, other, max_work=10**6)
+        except np.exceptions.TooHardError:
+            shared = True
+        if shared:
+            raise ValueError(f"{updated_name}: expected an array apart from {name} "
+                             f"(it is updated in place while {name} is read), but they share memory")
 
 
 def _channel_vector(a, name, channels, dtype, writeable=False):
@@ -122,7 +154,7 @@ def _channel_vector(a, name, channels, dtype, writeable=False):
             not writeable or a.flags.writeable):
         return a  # the common case, checked first
     if writeable:
-        if not isinstance(a, np.ndarray):
+        if not isinstance(a, np.ndarray) or isinstance(a, np.ma.MaskedArray):
             raise TypeError(f"{name}: expected a numpy array (it is updated in place), "
                             f"got {type(a).__name__}")
         if a.dtype != dtype:
@@ -189,56 +221,50 @@ def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_v
     training=True normalizes with the batch statistics (biased variance) and
     updates running_mean/running_var in place when given, as
     ``running = (1 - momentum) * running + momentum * batch`` with the
-    unbiased variance. training=False normalizes with the running
-    statistics, which are then required. gamma/beta default to 1/0 and are
-    converted to x's dtype. Returns BatchNormOutput(y, mean, invstd), with
-    invstd = 1/sqrt(var + eps): what batch_norm_backward needs.
+    unbiased variance; they must then share no memory with x, gamma, beta
+    or each other. training=False normalizes with the running statistics,
+    which are then required. gamma/beta default to 1/0 and are converted to
+    x's dtype. A NaN or inf in a channel makes that channel's statistics and
+    outputs NaN/inf as in PyTorch. Returns BatchNormOutput(y, mean, invstd),
+    with invstd = 1/sqrt(var + eps): what batch_norm_backward needs.
     """
-    fast = _kernels.batch_norm_forward_fast(x, gamma, beta, running_mean, running_var, training,
-                                            momentum, eps, axis, out, get_num_threads())
-    if fast is not None:
-        return BatchNormOutput._make(fast)
+    result = _kernels.batch_norm_forward(x, gamma, beta, running_mean, running_var, training,
+                                         momentum, eps, axis, out)
+    if result is not None:
+        return BatchNormOutput._make(result)
     x, outer, channels, inner = _batch_norm_input(x, axis)
+    axis = _axis(axis, x.ndim)
     dtype = x.dtype
-    eps = _real(eps, "eps")
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
-    momentum = _real(momentum, "momentum")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+    eps = _real(eps, "eps", "a finite number > 0")
+    momentum = _real(momentum, "momentum", "a number in [0, 1]")
+    training = _flag(training, "training")
     gamma = _channel_vector(gamma, "gamma", channels, dtype)
     beta = _channel_vector(beta, "beta", channels, dtype)
-    training = bool(training)
     running_mean = _channel_vector(running_mean, "running_mean", channels, dtype, writeable=training)
     running_var = _channel_vector(running_var, "running_var", channels, dtype, writeable=training)
-    if training and outer * inner < 2:
-        raise ValueError(f"x: expected more than 1 value per channel when training, "
-                         f"got input of shape {x.shape}")
     if not training and (running_mean is None or running_var is None):
         raise ValueError("running_mean, running_var: both are required when training=False")
+    if training:
+        inputs = [("x", x), ("gamma", gamma), ("beta", beta)]
+        if running_mean is not None:
+            _apart(running_mean, "running_mean", inputs + [("running_var", running_var)])
+        if running_var is not None:
+            _apart(running_var, "running_var", inputs)
 
     y_flat, y = _output(out, x.shape, dtype, [x, gamma, beta, running_mean, running_var])
-    mean = np.empty(channels, dtype)
-    invstd = np.empty(channels, dtype)
-    flat_x = _flat(x)
-    gamma_flat = None if gamma is None else _flat(gamma)
-    beta_flat = None if beta is None else _flat(beta)
+    # Strided or misaligned running statistics are updated through a
+    # contiguous copy that is written back afterwards.
+    rm = None if running_mean is None else _flat(running_mean)
+    rv = None if running_var is None else _flat(running_var)
+    result = _kernels.batch_norm_forward(_flat(x), None if gamma is None else _flat(gamma),
+                                         None if beta is None else _flat(beta), rm, rv, training,
+                                         momentum, eps, axis, y_flat)
+    _converted(result, "batch_norm_forward")
     if training:
-        # The kernel updates contiguous buffers; strided running stats get
-        # a contiguous copy (misaligned ones too) that is written back afterwards.
-        rm = None if running_mean is None else _flat(running_mean)
-        rv = None if running_var is None else _flat(running_var)
-        _kernels.batchnorm_forward_train(outer, channels, inner, flat_x, gamma_flat, beta_flat,
-                                         momentum, eps, rm, rv, y_flat, mean, invstd,
-                                         get_num_threads())
         for given, updated in ((running_mean, rm), (running_var, rv)):
             if given is not None and updated is not given:
                 given[...] = updated
-    else:
-        _kernels.batchnorm_forward_eval(outer, channels, inner, flat_x, gamma_flat, beta_flat,
-                                        _flat(running_mean), _flat(running_var), eps,
-                                        y_flat, mean, invstd, get_num_threads())
-    return BatchNormOutput(_finish(y_flat, y), mean, invstd)
+    return BatchNormOutput(_finish(y_flat, y), result[1], result[2])
 
 
 def batch_norm_backward(dy, x, gamma, mean, invstd, *, training=True, axis=1, out=None):
@@ -248,57 +274,61 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, *, training=True, axis=1, ou
     differentiates through the batch statistics; training=False treats them
     as constants (dx = gamma*invstd*dy). `out=` receives dx.
     """
-    fast = _kernels.batch_norm_backward_fast(dy, x, gamma, mean, invstd, training, axis, out,
-                                             get_num_threads())
-    if fast is not None:
-        return fast
+    result = _kernels.batch_norm_backward(dy, x, gamma, mean, invstd, training, axis, out)
+    if result is not None:
+        return result
     x, outer, channels, inner = _batch_norm_input(x, axis)
+    axis = _axis(axis, x.ndim)
     dtype = x.dtype
     dy = _same_dtype(dy, "dy", x, "x")
+    training = _flag(training, "training")
     gamma = _channel_vector(gamma, "gamma", channels, dtype)
     if mean is None or invstd is None:
         raise ValueError("mean, invstd: both are required (use what batch_norm_forward returned)")
     mean = _channel_vector(mean, "mean", channels, dtype)
     invstd = _channel_vector(invstd, "invstd", channels, dtype)
     dx_flat, dx = _output(out, x.shape, dtype, [x, dy, gamma, mean, invstd])
-    dgamma = np.empty(channels, dtype)
-    dbeta = np.empty(channels, dtype)
-    _kernels.batchnorm_backward(outer, channels, inner, _flat(dy), _flat(x),
-                                None if gamma is None else _flat(gamma), _flat(mean),
-                                _flat(invstd), bool(training), dx_flat, dgamma, dbeta,
-                                get_num_threads())
-    return _finish(dx_flat, dx), dgamma, dbeta
+    result = _kernels.batch_norm_backward(_flat(dy), _flat(x), None if gamma is None else _flat(gamma),
+                                          _flat(mean), _flat(invstd), training, axis, dx_flat)
+    _converted(result, "batch_norm_backward")
+    return _finish(dx_flat, dx), result[1], result[2]
+
+
+def _converted(result, op):
+    """The entry point declined arguments this module converted for it."""
+    if result is None:
+        raise RuntimeError(f"{op}: converted arguments were not accepted (a bug in pybn)")
 
 
 # ---- softmax family -----------------------------------------------------------
 
 
 def _softmax_call(op, a, a_name, b, b_name, axis, out):
+    result = _kernels.softmax_family(op, a, b, axis, out)
+    if result is not None:
+        return result
     a = _float_array(a, a_name)
     if a.ndim < 1:
         raise ValueError(f"{a_name}: expected an array with at least 1 dimension, got a scalar")
+    if b is None and op >= _SOFTMAX_BACKWARD:
+        raise ValueError(f"{b_name}: required")
     if b is not None:
-        b = _same_dtype(b, b_name, a, a_name)
-    shape = a.shape
-    axis = _axis(axis, len(shape))
-    outer, dim, inner = _split(shape, axis)
-    out_flat, result = _output(out, shape, a.dtype, (a, b))
-    if a.size:  # an empty axis or batch has nothing to normalize
-        _kernels.softmax_family(op, outer, dim, inner, _flat(a), None if b is None else _flat(b),
-                                out_flat, get_num_threads())
-    return result if out_flat is result else _finish(out_flat, result)
+        b = _flat(_same_dtype(b, b_name, a, a_name))
+    axis = _axis(axis, a.ndim)
+    out_flat, result = _output(out, a.shape, a.dtype, (a, b))
+    written = _kernels.softmax_family(op, _flat(a), b, axis, out_flat)
+    _converted(written, "softmax")
+    return _finish(out_flat, result)
 
 
 def softmax(z, axis=-1, out=None):
     """exp(z - max) / sum(exp(z - max)) along `axis`."""
-    fast = _kernels.softmax_fast(_SOFTMAX, z, axis, out, get_num_threads())
-    return fast if fast is not None else _softmax_call(_SOFTMAX, z, "z", None, None, axis, out)
+    return _softmax_call(_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def log_softmax(z, axis=-1, out=None):
     """(z - max) - log(sum(exp(z - max))) along `axis`."""
-    fast = _kernels.softmax_fast(_LOG_SOFTMAX, z, axis, out, get_num_threads())
-    return fast if fast is not None else _softmax_call(_LOG_SOFTMAX, z, "z", None, None, axis, out)
+    return _softmax_call(_LOG_SOFTMAX, z, "z", None, None, axis, out)
 
 
 def softmax_backward(dp, p, axis=-1, out=None):
@@ -314,16 +344,13 @@ def log_softmax_backward(dlp, lp, axis=-1, out=None):
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _labels(target, rows, classes, name="target"):
-    """Validated int64 labels of shape (rows,) in [0, classes)."""
+def _labels(target, rows, name="target"):
+    """Integer labels of shape (rows,) as C-contiguous int64. Labels beyond
+    int64 (uint64 above 2**63) wrap negative and are rejected by range."""
     labels = np.asarray(target)
     if labels.shape != (rows,):
         raise ValueError(f"{name}: expected integer labels of shape ({rows},), got {labels.shape}")
-    if labels.size:
-        bad = np.flatnonzero((labels < 0) | (labels >= classes))
-        if bad.size:
-            raise ValueError(f"{name}: label {labels[bad[0]]} at row {bad[0]} is outside [0, {classes})")
-    return _flat(np.asarray(labels, dtype=np.int64))
+    return _flat(labels.astype(np.int64, copy=False))
 
 
 def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0, out=None):
@@ -337,17 +364,14 @@ def softmax_cross_entropy(logits, target, *, reduction="mean", label_smoothing=0
     of logits' dtype for "mean"/"sum" and an (m,) array for "none". `out=`
     receives dlogits (a training loop's buffer, reused between steps).
     """
-    result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, out,
-                                         get_num_threads())
+    result = _kernels.cross_entropy(logits, target, reduction, label_smoothing, out)
     if result is None:
-        # not the plain case: check and convert, then the same kernel call
+        # not the plain case: check and convert, then the same entry point
         logits, target, reduction, label_smoothing = _cross_entropy_args(logits, target, reduction,
                                                                          label_smoothing)
         kernel_out, out = _output(out, logits.shape, logits.dtype, (logits, target))
-        result = _kernels.cross_entropy_fast(logits, target, reduction, label_smoothing, kernel_out,
-                                             get_num_threads())
-        if result is None:
-            raise RuntimeError("softmax_cross_entropy: converted arguments were not accepted")
+        result = _kernels.cross_entropy(logits, target, reduction, label_smoothing, kernel_out)
+        _converted(result, "softmax_cross_entropy")
         result = result[0], _finish(result[1], out)
     loss, dlogits = result
     if reduction == "none":
@@ -370,12 +394,12 @@ def _cross_entropy_args(logits, target, reduction, label_smoothing):
         raise ValueError(f"logits: expected at least one row, got shape {logits.shape}")
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of {_REDUCTIONS}, got {reduction!r}")
-    label_smoothing = _real(label_smoothing, "label_smoothing")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {label_smoothing}")
+    label_smoothing = _real(label_smoothing, "label_smoothing", "a number in [0, 1]")
+    if isinstance(target, np.ma.MaskedArray):
+        raise TypeError("target: expected a plain array, got a masked array (its mask would be ignored)")
     target_arr = np.asarray(target)
     if target_arr.dtype.kind in "iu":
-        target = _labels(target_arr, rows, classes)
+        target = _labels(target_arr, rows)  # their range is the kernel's to check
     elif target_arr.dtype.kind == "f" or target_arr.dtype.kind == "O":
         probs = _float_array(target_arr, "target")
         if probs.shape != logits.shape:
@@ -400,7 +424,10 @@ def one_hot(labels, num_classes, dtype=np.float64):
         raise TypeError(f"labels: expected integer labels, got dtype {labels.dtype}")
     if labels.ndim != 1:
         raise ValueError(f"labels: expected a 1-D array, got shape {labels.shape}")
-    labels = _labels(labels, labels.shape[0], int(num_classes), name="labels")
+    labels = _labels(labels, labels.shape[0], name="labels")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise ValueError(f"labels: label {labels[bad[0]]} at row {bad[0]} is outside [0, {num_classes})")
     encoded = np.zeros((labels.shape[0], int(num_classes)), dtype)
     encoded[np.arange(labels.shape[0]), labels] = 1
     return encoded

@@ -7,7 +7,6 @@ import pytest
 
 import pybn
 from pybn import _kernels
-from pybn._threads import get_num_threads
 
 DTYPES = [np.float32, np.float64]
 
@@ -34,8 +33,7 @@ def test_batch_norm_forward_fast_path_equals_general_path(dtype, shape, axis, tr
     channels = shape[axis]
     gamma, beta = rng.uniform(0.5, 2, channels).astype(dtype), rng.standard_normal(channels).astype(dtype)
     stats = [np.zeros(channels, dtype), np.ones(channels, dtype)]
-    assert _kernels.batch_norm_forward_fast(x, gamma, beta, *stats, training, 0.1, 1e-5, axis, None,
-                                            get_num_threads()) is not None
+    assert _kernels.batch_norm_forward(x, gamma, beta, *stats, training, 0.1, 1e-5, axis, None) is not None
     results = []
     for variant in (lambda a: a, _strided, _big_endian):
         rm, rv = (s.copy() for s in stats)
@@ -98,47 +96,48 @@ def test_plain_entry_points_decline_what_is_not_the_plain_case():
     read_only = np.empty_like(x)
     read_only.flags.writeable = False
     base = np.ones(8, np.float32)
-    nt = 1
+    masked = np.ma.masked_array(x, mask=np.zeros_like(x, bool))
+    bn, bn_bwd, sm, ce = (_kernels.batch_norm_forward, _kernels.batch_norm_backward,
+                          _kernels.softmax_family, _kernels.cross_entropy)
     declined = [
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, 1, 0.1, 1e-5, 1, None, nt),  # training not bool
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, np.float64(1e-5), 1, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, float("nan"), 1, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 1.5, 1e-5, 1, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, True, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 2, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 2**70, None, nt),
-        _kernels.batch_norm_forward_fast(x, v.astype(np.float64), v, None, None, True, 0.1, 1e-5, 1, None, nt),
-        _kernels.batch_norm_forward_fast(x, np.ones(4, np.float32), v, None, None, True, 0.1, 1e-5, 1, None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, False, 0.1, 1e-5, 1, None, nt),  # eval needs stats
-        _kernels.batch_norm_forward_fast(np.ones((1, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1,
-                                         None, nt),  # one value per channel
-        _kernels.batch_norm_forward_fast(np.ones((0, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1,
-                                         None, nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, x, nt),  # in place
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((4, 3)), nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((3, 4), np.float32),
-                                         nt),
-        _kernels.batch_norm_forward_fast(x, v, v, None, None, True, 0.1, 1e-5, 1, read_only, nt),
-        _kernels.batch_norm_backward_fast(x, x, v, v, v, True, 1, x, nt),
-        _kernels.softmax_fast(0, x, -1, np.empty((4, 6), np.float32)[:, ::2], nt),
-        _kernels.softmax_fast(0, base[:6], -1, base[2:], nt),  # overlapping out
-        _kernels.batch_norm_forward_fast(x.astype(np.int64), v, v, None, None, True, 0.1, 1e-5, 1, None, nt),
-        _kernels.batch_norm_backward_fast(x[:, :2], x, v, v, v, True, 1, None, nt),
-        _kernels.batch_norm_backward_fast(x, x, v, None, v, True, 1, None, nt),
-        _kernels.softmax_fast(0, x, 0, None, nt),
-        _kernels.softmax_fast(2, x, -1, None, nt),  # backward ops take the general path
-        _kernels.softmax_fast(0, np.ones((3, 0), np.float32), -1, None, nt),
-        _kernels.softmax_fast(0, np.float32(1.0), -1, None, nt),
-        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 3]), "mean", 0.0, None, nt),  # label out of range
-        _kernels.cross_entropy_fast(x, np.array([0, 1, 2, 0], np.int32), "mean", 0.0, None, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "avg", 0.0, None, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0, None, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", -0.5, None, nt),
-        _kernels.cross_entropy_fast(x, x.astype(np.float64), "mean", 0.0, None, nt),
-        _kernels.cross_entropy_fast(x[None], np.zeros(4, np.int64), "mean", 0.0, None, nt),
-        _kernels.cross_entropy_fast(x, np.zeros(4, np.int64), "mean", 0.0, x, nt),  # out overlaps logits
+        bn(x, v, v, None, None, 1, 0.1, 1e-5, 1, None),  # training not bool
+        bn(x, v, v, None, None, "False", 0.1, 1e-5, 1, None),
+        bn(x, v, v, None, None, True, 0.1, 1, 1, None),  # eps an int: converted first
+        bn(x, v, v, None, None, True, 0.1, 1e-5, True, None),
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 2, None),
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 2**70, None),
+        bn(x, v.astype(np.float64), v, None, None, True, 0.1, 1e-5, 1, None),
+        bn(x, np.ones(4, np.float32), v, None, None, True, 0.1, 1e-5, 1, None),
+        bn(x, v, v, None, None, False, 0.1, 1e-5, 1, None),  # eval needs stats
+        bn(np.ones((0, 3), np.float32), v, v, None, None, True, 0.1, 1e-5, 1, None),
+        bn(masked, v, v, None, None, True, 0.1, 1e-5, 1, None),  # a subclass: its mask
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 1, x),  # in place
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((4, 3))),
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 1, np.empty((3, 4), np.float32)),
+        bn(x, v, v, None, None, True, 0.1, 1e-5, 1, read_only),
+        bn(x, v, None, v, np.ones(3, np.float32), True, 0.1, 1e-5, 1, None),  # running_mean is gamma
+        bn(x, None, None, x[0], np.ones(3, np.float32), True, 0.1, 1e-5, 1, None),  # inside x
+        bn(x, None, None, v, v, True, 0.1, 1e-5, 1, None),  # running_mean is running_var
+        bn_bwd(x, x, v, v, v, True, 1, x),
+        sm(0, x, None, -1, np.empty((4, 6), np.float32)[:, ::2]),
+        sm(0, base[:6], None, -1, base[2:]),  # overlapping out
+        bn(x.astype(np.int64), v, v, None, None, True, 0.1, 1e-5, 1, None),
+        bn_bwd(x[:, :2], x, v, v, v, True, 1, None),
+        bn_bwd(x, x, v, None, v, True, 1, None),
+        sm(2, x, None, -1, None),  # a backward op needs the forward output
+        sm(0, x, x, -1, None),  # a forward op takes none
+        sm(0, np.float32(1.0), None, -1, None),
+        sm(0, masked, None, -1, None),
+        ce(x, np.array([0, 1, 2, 0], np.int32), "mean", 0.0, None),
+        ce(x, np.zeros(4, np.int64), "avg", 0.0, None),
+        ce(x, np.zeros(4, np.int64), "mean", 0, None),
+        ce(x, x.astype(np.float64), "mean", 0.0, None),
+        ce(x[None], np.zeros(4, np.int64), "mean", 0.0, None),
+        ce(x, np.zeros(4, np.int64), "mean", 0.0, x),  # out overlaps logits
     ]
     assert all(d is None for d in declined), [i for i, d in enumerate(declined) if d is not None]
+    # eval reads the running statistics only: sharing memory is harmless there
+    assert bn(x, None, None, v, v, False, 0.1, 1e-5, 1, None) is not None
 
 
 def test_plain_out_is_written_in_place_of_a_fresh_array():
@@ -246,10 +245,9 @@ def test_misaligned_arrays_are_copied_not_handed_to_c(cache_bytes, tmp_path):
     assert result.stdout.strip().endswith("ok")
 
 
-def test_kernel_layer_rejects_misaligned_arrays():
+def test_entry_points_decline_misaligned_arrays():
     x = _misaligned((4, 3))
-    with pytest.raises(ValueError, match="x: expected an array aligned to its element size"):
-        _kernels.batchnorm_forward_eval(4, 3, 1, x, None, None, np.zeros(3, np.float32),
-                                        np.ones(3, np.float32), 1e-5, np.empty((4, 3), np.float32),
-                                        None, None, 1)
-    assert _kernels.softmax_fast(0, x, -1, None, 1) is None
+    assert _kernels.batch_norm_forward(x, None, None, np.zeros(3, np.float32), np.ones(3, np.float32),
+                                       False, 0.1, 1e-5, 1, None) is None
+    assert _kernels.softmax_family(0, x, None, -1, None) is None
+    assert _kernels.cross_entropy(x, np.zeros(4, np.int64), "mean", 0.0, None) is None

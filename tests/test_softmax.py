@@ -239,8 +239,13 @@ def test_cross_entropy_bad_input(logits, target, kwargs, exc, match):
 def test_kernel_layer_rejects_bad_labels_with_status_not_crash():
     from pybn import _kernels
     loss = np.empty(2)
-    with pytest.raises(ValueError, match=r"label 9 at row 1 is outside \[0, 3\)"):
-        _kernels.cross_entropy_labels(2, 3, np.zeros(6), np.array([0, 9]), 0.0, 1.0, loss, None, 1)
+    with pytest.raises(ValueError, match=r"target: label 9 at row 1 is outside \[0, 3\)"):
+        _kernels.cross_entropy(np.zeros((2, 3)), np.array([0, 9]), "mean", 0.0, None)
+    with pytest.raises(ValueError, match=r"target: label -1 at row 0 is outside \[0, 3\)"):
+        pybn.softmax_cross_entropy(np.zeros((2, 3), np.float32)[:, ::-1], np.array([-1, 0], np.int8))
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a number in \[0, 1\], got 2.0"):
+        _kernels.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), "mean", 2.0, None)
+    assert loss.shape == (2,)
 
 
 @pytest.mark.parametrize("level", ["avx2", "baseline"])

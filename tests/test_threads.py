@@ -73,8 +73,15 @@ def test_set_num_threads_is_process_wide_and_validated():
     assert pybn.get_num_threads() >= 1
     with pytest.raises(ValueError, match="n: expected an int >= 1"):
         pybn.set_num_threads(0)
-    with pytest.raises(ValueError, match="n: expected at most 32768 threads"):
-        pybn.set_num_threads(10**12)
+    bound = pybn._threads.max_threads()
+    assert bound == 4 * len(os.sched_getaffinity(0))
+    pybn.set_num_threads(bound)
+    with pytest.raises(ValueError, match=f"n: expected at most {bound} threads"):
+        pybn.set_num_threads(bound + 1)
+    with pytest.raises(ValueError, match="n: expected at most"):
+        pybn.set_num_threads(1000)  # used to start 1000 OpenMP threads (and die under a memory limit)
+    with pytest.raises(TypeError, match="n: expected an int >= 1 or None, got bool"):
+        pybn.set_num_threads(True)
     with pytest.raises(TypeError, match="n: expected an int >= 1 or None"):
         pybn.set_num_threads(1.5)
 
@@ -118,3 +125,75 @@ def test_gil_is_released_during_kernels():
     (s1, e1), (s2, e2) = spans
     assert min(e1, e2) > max(s1, s2)  # the two runs overlapped
     assert ticks > 5
+
+
+def test_a_huge_omp_num_threads_is_capped_to_the_bound():
+    code = ("import numpy as np, pybn\n"
+            "x = np.random.default_rng(0).standard_normal((512, 256)).astype(np.float32)\n"
+            "pybn.softmax(x); pybn.batch_norm_forward(x)\n"
+            "print(pybn.get_num_threads(), pybn._threads.max_threads())")
+    env = dict(os.environ, OMP_NUM_THREADS="1000")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(__file__))
+    assert out.returncode == 0, out.stderr
+    got, bound = out.stdout.splitlines()[-1].split()
+    assert got == bound
+
+
+_FORK_AFTER_THREADS = """
+import multiprocessing as mp, sys
+import numpy as np, pybn
+pybn.set_num_threads(2)
+z = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
+want = pybn.softmax(z)  # starts an OpenMP team in the parent
+
+def child(_):
+    import pybn
+    return (pybn.get_num_threads(), bool(np.array_equal(pybn.softmax(z), want)),
+            bool(np.array_equal(pybn.batch_norm_forward(z).y, pybn.batch_norm_forward(z).y)))
+
+if __name__ == "__main__":
+    with mp.get_context("fork").Pool(2) as pool:
+        print(pool.map(child, range(4)))
+    print(pybn.get_num_threads())
+"""
+
+
+def test_fork_after_a_threaded_call_does_not_hang(tmp_path):
+    # GNU OpenMP's pool does not survive fork: a child starting a team used
+    # to hang for good. Children now run kernels on their calling thread.
+    script = tmp_path / "fork_after_threads.py"
+    script.write_text(_FORK_AFTER_THREADS)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    children, parent = out.stdout.strip().splitlines()[-2:]
+    assert children == str([(1, True, True)] * 4)
+    assert parent == "2"  # the parent keeps its threads
+
+
+def test_every_pool_pybn_starts_uses_spawn(monkeypatch):
+    # The package's own worker pools must not fork a process that ran OpenMP.
+    import concurrent.futures as cf
+    import inspect
+    from pybn.tune import study
+    created = []
+
+    class Recorder(cf.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            created.append(kwargs.get("mp_context"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", Recorder)
+    study._process_pool(1).shutdown()
+    assert [ctx.get_start_method() for ctx in created] == ["spawn"]
+    # and no other module starts processes some other way
+    import pybn as package
+    root = os.path.dirname(package.__file__)
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name)).read()
+                for needle in ("ProcessPoolExecutor(", "multiprocessing.Pool(", "os.fork(", ".Process("):
+                    if needle in text:
+                        assert name == "study.py" and needle == "ProcessPoolExecutor(", (name, needle)
+    assert "spawn" in inspect.getsource(study._process_pool)
