@@ -2,7 +2,7 @@
 kernels are tested against.
 
 Written for clarity, not speed: each function is the formula from the course
-notes and DESIGN.md, computed in float64 and returned in the input's dtype.
+notes and docs/design.md, computed in float64 and returned in the input's dtype.
 Depends on NumPy alone; validates nothing.
 """
 import numpy as np

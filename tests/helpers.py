@@ -38,3 +38,14 @@ def check_gradient(f, x, grad, rng, n_directions=4, h=1e-4, rtol=1e-6):
         numeric = numerical_directional_derivative(f, x, v, h)
         analytic = float(np.sum(grad * v))
         assert abs(numeric - analytic) <= rtol * max(1.0, abs(numeric), abs(analytic)), (numeric, analytic)
+
+
+def skip_unless_cpu_runs(level):
+    """Skip a test of a capped SIMD level ("avx2") the CPU cannot run; the
+    portable level ("baseline") and the native one run everywhere."""
+    import pytest
+
+    from pybn import _kernels
+    native = _kernels.build_info()["simd"]
+    if level == "avx2" and not native.startswith(("x86-64-v3", "x86-64-v4")):
+        pytest.skip(f"the CPU has no AVX2 (the kernels dispatch to {native})")

@@ -52,9 +52,18 @@ def test_history_and_learning_rate_callbacks(digits):
 
 
 def test_early_stopping_stops_and_restores_best(digits):
-    stopper = T.EarlyStopping(monitor="val_accuracy", patience=1)
-    _, _, history = _run(digits, 50, callbacks=[stopper])
-    assert len(history) < 50
+    stopper = T.EarlyStopping(monitor="val_loss", patience=2)
+    model, _, history = _run(digits, 60, callbacks=[stopper])
+    assert len(history) < 60
+    losses = history["val_loss"]
+    best = int(np.argmin(losses))
+    assert best < len(losses) - 1  # the last epochs were worse: there is something to restore
+    # the model holds the best epoch's weights again, not the last epoch's
+    val_loss, _ = T.evaluate(model, digits.X_val, digits.y_val)
+    assert val_loss == pytest.approx(losses[best], rel=1e-9)
+    assert val_loss != pytest.approx(losses[-1], rel=1e-9)
+    for name, value in stopper.best_state.items():
+        np.testing.assert_array_equal(model.state_dict()[name], value, err_msg=name)
     with pytest.raises(ValueError, match="monitor: 'nope' is not logged"):
         _run(digits, 1, callbacks=[T.EarlyStopping(monitor="nope")])
 

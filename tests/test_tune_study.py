@@ -106,20 +106,48 @@ def test_study_direction_is_stored_and_checked(tmp_path):
         Study(tmp_path / "s.sqlite", direction="maximize")
 
 
-def test_pruning_stops_trials_worse_than_earlier_rounds():
-    def curve(params, trial):
+def test_should_prune_compares_with_the_median_of_reference_curves_at_the_same_step():
+    from pybn.tune.study import TrialContext, TrialPruned
+    curves = [[0.1, 0.2, 0.3, 0.4], [0.2, 0.4, 0.6, 0.8], [0.3, 0.6, 0.9, 1.0], [0.0, 0.1]]
+    ctx = TrialContext(0, 0, {}, maximize=True, reference=curves, warmup=2)
+    assert not ctx.should_prune(0, -100.0) and not ctx.should_prune(1, -100.0)  # warm-up
+    assert ctx.should_prune(2, 0.59)       # median at step 2 of the three curves that reach it: 0.6
+    assert not ctx.should_prune(2, 0.6) and not ctx.should_prune(2, 0.61)
+    assert not ctx.should_prune(2, float("nan"))
+    assert ctx.should_prune(3, 0.7)        # step 3: median of 0.4, 0.8, 1.0
+    assert not ctx.should_prune(4, -1.0)   # no curve reaches step 4
+    minimizing = TrialContext(0, 0, {}, maximize=False, reference=curves, warmup=2)
+    assert minimizing.should_prune(2, 0.61) and not minimizing.should_prune(2, 0.59)
+    assert not TrialContext(0, 0, {}, True, curves[:2], warmup=0).should_prune(1, -1.0)  # < 3 curves
+    ctx.report(0, 0.0)
+    ctx.report(1, 0.0)
+    with pytest.raises(TrialPruned, match="trial 0 pruned at step 2"):
+        ctx.report(2, 0.1)
+    assert ctx.intermediate == [0.0, 0.0, 0.1]
+
+
+def test_a_study_whose_later_rounds_start_badly_must_prune():
+    # The final score rises with x, but the curve starts as 1 - x: round 1,
+    # zoomed around the best (high) x, starts below round 0's median at
+    # every step after the warm-up, so its trials must be pruned there.
+    def slow_starter(params, trial):
+        x = params["x"]
         for step in range(6):
-            trial.report(step, params["x"] * (step + 1) / 6)
-        return params["x"]
+            trial.report(step, 1 - x if step < 5 else x)
+        return x
 
     study = Study()
-    study.coarse_to_fine(curve, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10, top_k=3, seed=0)
-    assert all(t.state != "pruned" for t in study.trials if t.round == 0)
-    # round 1 is narrowed around the best, so most of it beats the median
-    # of round 0; those that do not are pruned and keep their last score
-    for t in study.trials:
-        if t.state == "pruned":
-            assert t.value == t.intermediate[-1] and len(t.intermediate) < 6
+    study.coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10, top_k=3,
+                         seed=0)
+    first = [t for t in study.trials if t.round == 0]
+    second = [t for t in study.trials if t.round == 1]
+    assert all(t.state == "complete" for t in first)
+    median_at_2 = float(np.median([1 - t.params["x"] for t in first]))
+    must_prune = [t for t in second if 1 - t.params["x"] < median_at_2]
+    assert len(must_prune) >= 5
+    for t in must_prune:
+        assert t.state == "pruned", t
+        assert len(t.intermediate) == 3 and t.value == t.intermediate[-1]
 
 
 def test_bad_arguments():
