@@ -181,7 +181,7 @@ def measure_copy_bandwidth(n_threads=None, nbytes=256 * 2**20):
     return 2 * src.nbytes / time_call(copy, min_time=0.5, max_repeat=10)
 
 
-def _format_table(rows, bandwidth, threads, have_torch):
+def format_table(rows, bandwidth, threads, have_torch):
     header = ["kernel", "shape", "pybn ms", "out= ms"] + (["torch ms"] if have_torch else []) + \
              ["ref ms"] + (["vs torch"] if have_torch else []) + ["vs ref", "GB/s", "roofline"]
     lines = []
@@ -206,7 +206,7 @@ def _format_table(rows, bandwidth, threads, have_torch):
     return "\n".join(out)
 
 
-def _geomean(values):
+def geomean(values):
     values = [v for v in values if v > 0]
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
@@ -235,28 +235,3 @@ def run(kernels=None, threads=None, quick=True, with_torch=True, progress=True):
     finally:
         set_num_threads(previous)
     return rows, bandwidth, threads
-
-
-def add_parser(subparsers):
-    p = subparsers.add_parser("bench", help="time the kernels beside the reference and PyTorch",
-                              description=__doc__)
-    p.add_argument("--kernel", action="append", choices=KERNELS, help="only these kernels (repeatable)")
-    p.add_argument("--threads", type=int, help="threads for pybn and PyTorch (default: all cores)")
-    p.add_argument("--full", action="store_true", help="longer timings (default: quick)")
-    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_main)
-
-
-def _main(args):
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit("pybn bench: error: --threads must be >= 1")
-    rows, bandwidth, threads = run(args.kernel, args.threads, quick=not args.full,
-                                   with_torch=not args.no_torch, progress=not args.no_progress)
-    have_torch = all("torch" in r for r in rows)
-    print(_format_table(rows, bandwidth, threads, have_torch))
-    if have_torch:
-        print(f"geometric-mean speedup over PyTorch: {_geomean([r['torch'] / r['pybn'] for r in rows]):.2f}x")
-    print(f"geometric-mean speedup over the NumPy reference: "
-          f"{_geomean([r['reference'] / r['pybn'] for r in rows]):.1f}x")
-    return 0

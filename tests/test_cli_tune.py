@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pybn.cli import main
-from pybn.tune.cli import split_budget
+from pybn.cli.tune import split_budget
 
 QUICK = ["--epochs", "2", "--no-progress"]
 

@@ -175,7 +175,7 @@ def test_every_pool_pybn_starts_uses_spawn(monkeypatch):
     # The package's own worker pools must not fork a process that ran OpenMP.
     import concurrent.futures as cf
     import inspect
-    from pybn.tune import study
+    from pybn.tune import execution
     created = []
 
     class Recorder(cf.ProcessPoolExecutor):
@@ -184,7 +184,7 @@ def test_every_pool_pybn_starts_uses_spawn(monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(cf, "ProcessPoolExecutor", Recorder)
-    study._process_pool(1).shutdown()
+    execution.process_pool(1).shutdown()
     assert [ctx.get_start_method() for ctx in created] == ["spawn"]
     # and no other module starts processes some other way
     import pybn as package
@@ -195,5 +195,5 @@ def test_every_pool_pybn_starts_uses_spawn(monkeypatch):
                 text = open(os.path.join(folder, name)).read()
                 for needle in ("ProcessPoolExecutor(", "multiprocessing.Pool(", "os.fork(", ".Process("):
                     if needle in text:
-                        assert name == "study.py" and needle == "ProcessPoolExecutor(", (name, needle)
-    assert "spawn" in inspect.getsource(study._process_pool)
+                        assert name == "execution.py" and needle == "ProcessPoolExecutor(", (name, needle)
+    assert "spawn" in inspect.getsource(execution.process_pool)

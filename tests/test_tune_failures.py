@@ -42,7 +42,7 @@ class _PoolBrokenBetweenSubmits:
     does when a worker dies between two submissions."""
     created = 0
 
-    def __init__(self, n_workers):
+    def __init__(self, n_workers, max_tasks_per_child=None):
         type(self).created += 1
         self.fail_at = 2 if type(self).created == 1 else None
         self.submits = 0
@@ -62,8 +62,8 @@ class _PoolBrokenBetweenSubmits:
 
 
 def test_a_pool_broken_between_two_submits_loses_and_repeats_nothing(monkeypatch):
-    from pybn.tune import study as study_module
-    monkeypatch.setattr(study_module, "_process_pool", _PoolBrokenBetweenSubmits)
+    from pybn.tune import execution
+    monkeypatch.setattr(execution, "process_pool", _PoolBrokenBetweenSubmits)
     calls = []
 
     def objective(params):

@@ -10,8 +10,9 @@ import functools
 
 import numpy as np
 
-from .. import datasets, optim
+from .. import _threads, datasets, optim
 from .. import train as T
+from .execution import TrialDiverged
 from .spaces import Choice, IntUniform, LogUniform, OneMinusLogUniform
 
 __all__ = ["MLPObjective", "default_space", "learning_rate_space"]
@@ -69,10 +70,17 @@ class MLPObjective:
                                           momentum=float(p["beta1"]))
         schedule = optim.InverseTimeDecay(optimizer, float(p["lr_decay"])) if p["lr_decay"] else None
         reporter = _Reporter(trial)
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and recorded
-            T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
-                  batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
-                  seed=trial.seed, schedule=schedule, callbacks=[reporter])
+        previous = _threads.requested_threads()
+        _threads.set_num_threads(getattr(trial, "threads", None) or previous)  # this worker's share
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and recorded
+                T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
+                      batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
+                      seed=trial.seed, schedule=schedule, callbacks=[reporter])
+        except T.TrainingDiverged as exc:
+            raise TrialDiverged(str(exc)) from None
+        finally:
+            _threads.set_num_threads(previous)
         return max(reporter.scores)
 
 

@@ -7,6 +7,12 @@ A trial is inserted as "running" before its objective starts and updated
 once when it ends; reopening the file shows interrupted trials still
 "running", to be re-run with their stored number and parameters. All SQL
 uses parameters; values are JSON, never pickles.
+
+The schema carries a version (PRAGMA user_version): files of the first
+pybn schema (version 0) are upgraded in place, files of a newer pybn are
+refused. Each study stores the settings that define it (data fingerprint,
+objective settings, space, seed, rounds), so that a run with other settings
+is never shown as the stored one.
 """
 import contextlib
 import json
@@ -20,11 +26,14 @@ try:
 except ImportError:  # not on Windows: there the lock is not taken
     fcntl = None
 
+SCHEMA_VERSION = 1
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     name TEXT PRIMARY KEY,
     direction TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    settings TEXT                  -- JSON: what defines the study, or NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
     study TEXT NOT NULL,
@@ -42,7 +51,7 @@ CREATE TABLE IF NOT EXISTS trials (
     seed INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('running', 'complete', 'failed', 'pruned')),
     value REAL,
-    error TEXT,
+    error TEXT,                    -- a failed trial's message and traceback
     intermediate TEXT NOT NULL DEFAULT '[]',  -- JSON list of per-epoch scores
     started REAL,
     finished REAL,
@@ -53,7 +62,7 @@ CREATE TABLE IF NOT EXISTS trials (
 
 # What each table must have (table names are constants, never user input).
 _COLUMNS = {
-    "studies": {"name", "direction", "created"},
+    "studies": {"name", "direction", "created", "settings"},
     "rounds": {"study", "round", "region", "n_trials", "first_number"},
     "trials": {"study", "number", "round", "params", "seed", "state", "value", "error",
                "intermediate", "started", "finished"},
@@ -84,8 +93,15 @@ class SQLiteStorage:
             self._conn.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._transaction():
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise ValueError(f"storage: {self.path} was written by a newer pybn (schema version "
+                                     f"{version}; this pybn reads up to {SCHEMA_VERSION}): upgrade pybn")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     self._conn.execute(statement)
+                self._check_schema(added_since_0={"settings"})  # a foreign file is left as it was
+                if version < SCHEMA_VERSION:
+                    self._upgrade()
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             if "readonly" in str(exc):
@@ -96,10 +112,17 @@ class SQLiteStorage:
     def _transaction(self):
         return _Transaction(self._conn)
 
-    def _check_schema(self):
+    def _upgrade(self):
+        """From the first schema (version 0, no settings column) to this one."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(studies)")}
+        if "settings" not in have:
+            self._conn.execute("ALTER TABLE studies ADD COLUMN settings TEXT")
+        self._conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+
+    def _check_schema(self, added_since_0=frozenset()):
         for table, columns in _COLUMNS.items():
             have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
-            missing = columns - have
+            missing = columns - have - set(added_since_0)
             if missing:
                 raise ValueError(f"storage: {self.path} has a {table!r} table without columns "
                                  f"{sorted(missing)}: not a pybn study database")
@@ -116,7 +139,17 @@ class SQLiteStorage:
             yield
             return
         db_path = self.path[5:].split("?", 1)[0] if self.path.startswith("file:") else self.path
-        fd = os.open(db_path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # The lock belongs to the database file itself, whatever path (a
+        # symlink, a relative path) reached it; and the lock file is never
+        # followed if it is a link (opening it truncates what it points to).
+        lock_path = os.path.realpath(db_path) + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if os.path.islink(lock_path):
+                raise ValueError(f"storage: the lock file {lock_path} is a symbolic link; pybn never "
+                                 "follows it (remove it if no study is running)") from None
+            raise ValueError(f"storage: cannot create the lock file {lock_path}: {exc.strerror}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,15 +169,31 @@ class SQLiteStorage:
 
     # ---- studies -----------------------------------------------------------------
 
-    def get_or_create_study(self, name, direction):
-        """The study's stored direction, creating the study if new."""
+    def get_or_create_study(self, name, direction, settings=None):
+        """(direction, settings) of the stored study, creating it with these if
+        new. A study stored without settings adopts the ones given."""
         with self._transaction():
-            row = self._conn.execute("SELECT direction FROM studies WHERE name = ?", (name,)).fetchone()
+            row = self._conn.execute("SELECT direction, settings FROM studies WHERE name = ?",
+                                     (name,)).fetchone()
+            encoded = None if settings is None else json.dumps(settings, sort_keys=True)
             if row is None:
-                self._conn.execute("INSERT INTO studies (name, direction, created) VALUES (?, ?, ?)",
-                                   (name, direction, time.time()))
-                return direction
-        return row[0]
+                self._conn.execute("INSERT INTO studies (name, direction, created, settings) "
+                                   "VALUES (?, ?, ?, ?)", (name, direction, time.time(), encoded))
+                return direction, settings
+            if row[1] is None and encoded is not None:
+                self._conn.execute("UPDATE studies SET settings = ? WHERE name = ?", (encoded, name))
+                return row[0], settings
+        return row[0], None if row[1] is None else json.loads(row[1])
+
+    def study_names(self):
+        """Every study in this storage, oldest first."""
+        return [r[0] for r in self._conn.execute("SELECT name FROM studies ORDER BY created, name")]
+
+    def rounds(self, study):
+        """[(round, region, n_trials, first_number)] of a study, in order."""
+        rows = self._conn.execute("SELECT round, region, n_trials, first_number FROM rounds "
+                                  "WHERE study = ? ORDER BY round", (study,)).fetchall()
+        return [(r[0], json.loads(r[1]), r[2], r[3]) for r in rows]
 
     # ---- rounds ------------------------------------------------------------------
 

@@ -1,5 +1,10 @@
-"""Study: random search and coarse-to-fine over a space, run in parallel on
-any concurrent.futures.Executor, every trial stored as it starts and ends.
+"""Study: random search and coarse-to-fine over a space, every trial stored
+as it starts and ends (execution.py runs them, in parallel or not).
+
+Identity: a study is its name in a storage plus, optionally, the settings
+that define it (data fingerprint, objective settings, space, seed,
+rounds). Opening it with other settings raises StudyMismatch, saying what
+changed: an old study is never shown as if it were the new one.
 
 Reproducibility: trial k of a round draws its parameters and its training
 seed from numpy.random.default_rng([round seed, k]) over the round's region,
@@ -8,23 +13,30 @@ region of round r > 0 is the space narrowed around the best trials of the
 rounds before it; regions are stored, so a resumed study samples exactly
 where the interrupted one would have.
 
+Growing: trial numbers are contiguous, round after round. Asking for more
+trials than stored keeps every finished round as it is; the newest stored
+round (the last range of numbers) grows to its new share, rounds not yet
+started get theirs, and whatever the finished rounds cannot take goes to the
+last round. Asking for fewer runs nothing and is not an error.
+
 Only this (coordinating) process writes the storage; workers return results.
 """
-import concurrent.futures as cf
-import inspect
+import csv
 import math
-import multiprocessing
 import os
 import secrets
-from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .execution import StudyInterrupted, TrialContext, TrialDiverged, TrialPruned, execute
 from .spaces import check_space, space_from_json, space_to_json
 from .storage import SQLiteStorage
 
-__all__ = ["Study", "Trial", "TrialContext", "TrialPruned", "RetestResult"]
+__all__ = ["Study", "Trial", "TrialContext", "TrialPruned", "TrialDiverged", "StudyInterrupted",
+           "StudyMismatch", "RetestResult", "get_all_study_names"]
+
+STATES = ("complete", "pruned", "failed", "running")
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class Trial:
     seed: int
     state: str
     value: float = None
-    error: str = None
+    error: str = None          # a failed trial's message and traceback
     intermediate: list = field(default_factory=list)
     duration: float = None
 
@@ -52,92 +64,86 @@ class RetestResult:
         return self.retest_value - self.stored_value
 
 
-class TrialPruned(Exception):
-    """Raised by TrialContext.report when the trial should stop early."""
+class StudyMismatch(ValueError):
+    """The stored study was defined by other settings. `differences` maps
+    each setting that changed to (stored, given)."""
+
+    def __init__(self, message, differences):
+        super().__init__(message)
+        self.differences = differences
 
 
-class TrialContext:
-    """Handed to objectives that take a second argument: the trial's number
-    and training seed, and report(step, score) for per-epoch scores. report
-    raises TrialPruned when the score is worse than the median of earlier
-    rounds' trials at the same step (after `warmup` steps): the panda way
-    of watching each model, applied to many."""
-
-    def __init__(self, number, seed, params, maximize, reference=(), warmup=2):
-        self.number, self.seed, self.params = number, seed, params
-        self.intermediate = []
-        self._maximize, self._reference, self._warmup = maximize, reference, warmup
-
-    def report(self, step, value):
-        value = float(value)
-        self.intermediate.append(value)
-        if self.should_prune(step, value):
-            raise TrialPruned(f"trial {self.number} pruned at step {step} (score {value:.4g})")
-
-    def should_prune(self, step, value):
-        if step < self._warmup or not math.isfinite(value):
-            return False
-        at_step = [curve[step] for curve in self._reference if len(curve) > step and curve[step] is not None]
-        if len(at_step) < 3:
-            return False
-        median = float(np.median(at_step))
-        return value < median if self._maximize else value > median
+def _storage(storage):
+    """A SQLiteStorage from None (memory), a path or a storage object."""
+    if isinstance(storage, SQLiteStorage):
+        return storage
+    if storage is None:
+        return SQLiteStorage(":memory:")
+    if isinstance(storage, (str, os.PathLike)):
+        path = os.fspath(storage)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not path.strip():
+            raise ValueError("storage: expected a file path, got an empty string "
+                             "(None keeps a study in memory)")
+        return SQLiteStorage(path)
+    raise TypeError(f"storage: expected a file path, a SQLiteStorage or None, "
+                    f"got {type(storage).__name__}")
 
 
-def _wants_context(objective):
-    try:
-        params = inspect.signature(objective).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+def get_all_study_names(storage):
+    """The names of every study in a storage (a path or SQLiteStorage)."""
+    return _storage(storage).study_names()
 
 
-def run_trial(objective, number, params, seed, threads, maximize, reference):
-    """Run one trial (in whatever process the executor chose) with its
-    share of the cores; returns (state, value, error, intermediate)."""
-    from threadpoolctl import threadpool_limits
-
-    from .. import _threads
-    from ..train import TrainingDiverged
-
-    context = TrialContext(number, seed, params, maximize, reference)
-    previous = _threads.requested_threads()
-    _threads.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            value = objective(params, context) if _wants_context(objective) else objective(params)
-        value = float(value)
-        if not math.isfinite(value):
-            return "failed", None, f"objective returned {value} (diverged)", context.intermediate
-        return "complete", value, None, context.intermediate
-    except TrialPruned:
-        last = context.intermediate[-1] if context.intermediate else None
-        return "pruned", last, None, context.intermediate
-    except TrainingDiverged as exc:
-        return "failed", None, f"diverged: {exc}", context.intermediate
-    except Exception as exc:  # a failed trial is recorded; the study goes on
-        return "failed", None, f"{type(exc).__name__}: {exc}", context.intermediate
-    finally:
-        _threads.set_num_threads(previous)
+def _describe(value):
+    if isinstance(value, dict) and set(value) == {"kind", "low", "high"}:
+        return f"{value['kind']}({value['low']:g}, {value['high']:g})"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 class Study:
-    """A hyperparameter search whose trials are stored in `storage`
-    (None: in memory; a path: a SQLite file, reopened to continue)."""
+    """A hyperparameter search whose trials are stored in `storage` (None:
+    in memory; a path: a SQLite file, reopened to continue).
 
-    def __init__(self, storage=None, direction="maximize", name="default"):
+    name=None opens the only study in the storage (or creates "default" in
+    an empty one; several studies: ValueError listing them). `settings`, a
+    JSON-serializable dict, is what defines the study: stored when it is
+    created and compared when it is opened (StudyMismatch if it differs)."""
+
+    def __init__(self, storage=None, direction="maximize", name=None, settings=None):
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"direction: expected 'maximize' or 'minimize', got {direction!r}")
+        self.storage = _storage(storage)
+        if name is None:
+            names = self.storage.study_names()
+            if len(names) > 1:
+                raise ValueError(f"name: {self.storage.path} holds {len(names)} studies "
+                                 f"({', '.join(map(repr, names))}): say which")
+            name = names[0] if names else "default"
         if not isinstance(name, str) or not name:
             raise ValueError(f"name: expected a non-empty string, got {name!r}")
-        self.storage = storage if isinstance(storage, SQLiteStorage) else SQLiteStorage(
-            ":memory:" if storage is None else storage)
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"settings: expected a dict or None, got {type(settings).__name__}")
         self.name = name
-        stored = self.storage.get_or_create_study(name, direction)
+        stored, stored_settings = self.storage.get_or_create_study(name, direction, settings)
         if stored != direction:
             raise ValueError(f"direction: the stored study {name!r} is to {stored}, not {direction}")
         self.direction = direction
+        if settings is not None and stored_settings is not None:
+            self._check_settings(stored_settings, settings)
+        self.settings = stored_settings if stored_settings is not None else settings
+
+    def _check_settings(self, stored, given):
+        import json
+        given = json.loads(json.dumps(given))  # as stored: tuples become lists
+        keys = sorted(set(stored) | set(given))
+        differences = {k: (stored.get(k), given.get(k)) for k in keys if stored.get(k) != given.get(k)}
+        if differences:
+            changes = "; ".join(f"{k} {_describe(new)} (stored: {_describe(old)})"
+                                for k, (old, new) in differences.items())
+            raise StudyMismatch(f"study {self.name!r} in {self.storage.path} was run with other "
+                                f"settings: {changes}", differences)
 
     @property
     def maximize(self):
@@ -154,6 +160,11 @@ class Study:
                              t["error"], t["intermediate"], duration))
         return out
 
+    def counts(self):
+        """{state: number of trials} for every state."""
+        trials = self.trials
+        return {state: sum(t.state == state for t in trials) for state in STATES}
+
     def best_trials(self, k=1, rounds=None):
         done = [t for t in self.trials if t.state == "complete" and t.value is not None
                 and (rounds is None or t.round in rounds)]
@@ -167,26 +178,63 @@ class Study:
             raise ValueError("best_trial: the study has no complete trial yet")
         return best[0]
 
+    @property
+    def best_params(self):
+        return dict(self.best_trial.params)
+
+    @property
+    def best_value(self):
+        return self.best_trial.value
+
+    def _rows(self):
+        names = sorted({k for t in self.trials for k in t.params})
+        for t in self.trials:
+            yield {"number": t.number, "round": t.round, "state": t.state, "value": t.value,
+                   **{f"params_{k}": t.params.get(k) for k in names}, "seed": t.seed,
+                   "duration": t.duration, "error": t.error}
+
     def trials_table(self):
         """One row per trial: a pandas DataFrame when pandas is installed,
         else a list of dicts."""
-        rows = [dict(number=t.number, round=t.round, state=t.state, value=t.value,
-                     **{f"params_{k}": v for k, v in t.params.items()}, duration=t.duration,
-                     error=t.error) for t in self.trials]
+        rows = list(self._rows())
         try:
             import pandas
         except ImportError:
             return rows
         return pandas.DataFrame(rows)
 
+    def trials_dataframe(self):
+        """Every trial as a pandas DataFrame (as Optuna's); needs pandas."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("trials_dataframe needs pandas (pip install pandas); "
+                              "to_csv(path) needs nothing") from None
+        return pandas.DataFrame(list(self._rows()))
+
+    def to_csv(self, path):
+        """Write every trial to a CSV file (one row per trial); returns the path."""
+        rows = list(self._rows())
+        columns = list(rows[0]) if rows else ["number", "round", "state", "value"]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
     # ---- search --------------------------------------------------------------------
 
     def optimize(self, objective, space, n_trials, *, n_workers=1, executor=None, seed=None,
-                 progress=False):
+                 progress=False, retry_failed=False, in_process=None, timeout=None,
+                 max_tasks_per_child=None):
         """Random search: bring this study's random-search round to n_trials
-        trials (running it again after an interruption finishes the rest)."""
+        trials (running it again after an interruption finishes the rest).
+        A different space or seed starts a new round, after the unfinished
+        trials of the last one. See coarse_to_fine for the other options."""
         check_space(space)
         n_trials = _count(n_trials, "n_trials")
+        run = self._runner(objective, n_workers, executor, progress, retry_failed, in_process, timeout,
+                           max_tasks_per_child)
         with self.storage.coordinator_lock():
             last = self.storage.max_round(self.name)
             stored = self.storage.get_round(self.name, last) if last >= 0 else None
@@ -195,20 +243,31 @@ class Study:
                 round_, region, seed = last, space, stored[0]["seed"]  # continue the last round
                 first, n_trials = stored[2], max(n_trials, stored[1])
             else:
+                if stored:  # finish what the last round left running before a new one
+                    run(last, space_from_json(stored[0]["space"]), stored[0]["seed"], stored[2], stored[1])
                 round_ = last + 1
                 first = (stored[2] + stored[1]) if stored else 0
                 region, seed = space, _seed(seed)
             self.storage.put_round(self.name, round_, {"space": space_to_json(region), "seed": seed},
                                    n_trials, first)
-            self._run_round(objective, round_, region, seed, first, n_trials, n_workers, executor,
-                            progress)
+            run(round_, region, seed, first, n_trials)
         return self
 
     def coarse_to_fine(self, objective, space, *, rounds, trials_per_round, top_k=5, seed=None,
-                       n_workers=1, executor=None, progress=False):
+                       n_workers=1, executor=None, progress=False, retry_failed=False,
+                       in_process=None, timeout=None, max_tasks_per_child=None):
         """Round 0 samples the whole space; each later round samples densely
         the space narrowed (on each parameter's own scale) around the top_k
-        complete trials so far. trials_per_round: an int or one per round."""
+        complete trials so far. trials_per_round: an int or one per round
+        (see the module docstring for a study that grows).
+
+        executor: a concurrent.futures.Executor or a Dask distributed Client
+        (None: a local process pool, or this process for n_workers=1).
+        retry_failed: run failed trials again. in_process=False runs even a
+        single worker in a process of its own (an objective that exits or
+        crashes then fails its trial only). timeout: seconds a trial may run
+        before it fails (worker processes only). max_tasks_per_child:
+        recycle pool workers after that many trials (leaky objectives)."""
         check_space(space)
         rounds = _count(rounds, "rounds")
         per_round = [trials_per_round] * rounds if np.isscalar(trials_per_round) else list(trials_per_round)
@@ -217,29 +276,35 @@ class Study:
         per_round = [_count(n, "trials_per_round") for n in per_round]
         top_k = _count(top_k, "top_k")
         round0 = self.storage.get_round(self.name, 0)
-        if seed is None and round0 is not None and "study_seed" in round0[0]:
+        if round0 is not None and "study_seed" in round0[0]:
+            if seed is not None and seed != round0[0]["study_seed"]:
+                raise ValueError(f"seed: study {self.name!r} began with seed {round0[0]['study_seed']}, "
+                                 f"not {seed} (use another study name for another seed)")
             seed = round0[0]["study_seed"]  # resume with the seed the study began with
+            if space_from_json(round0[0]["space"]) != space:
+                raise ValueError(f"space: study {self.name!r} searched another space "
+                                 "(use another study name for another space)")
         seed = _seed(seed)
+        run = self._runner(objective, n_workers, executor, progress, retry_failed, in_process, timeout,
+                           max_tasks_per_child)
         with self.storage.coordinator_lock():
-            self._coarse_to_fine_rounds(objective, space, rounds, per_round, top_k, seed, n_workers,
-                                        executor, progress)
+            stored = {r: (region, n, first) for r, region, n, first in self.storage.rounds(self.name)}
+            if stored and max(stored) >= rounds:
+                raise ValueError(f"rounds: study {self.name!r} already has {max(stored) + 1} rounds")
+            counts = _grown_counts(per_round, stored)
+            first = 0
+            for r in range(rounds):
+                if r in stored:  # resume: the region and seed chosen before
+                    region = space_from_json(stored[r][0]["space"])
+                    round_seed, first = stored[r][0]["seed"], stored[r][2]
+                else:
+                    region = space if r == 0 else self._narrowed(space, top_k)
+                    round_seed = int(np.random.default_rng([seed, r]).integers(2**31))
+                self.storage.put_round(self.name, r, {"space": space_to_json(region), "seed": round_seed,
+                                                      "study_seed": seed}, counts[r], first)
+                run(r, region, round_seed, first, counts[r])
+                first += counts[r]
         return self
-
-    def _coarse_to_fine_rounds(self, objective, space, rounds, per_round, top_k, seed, n_workers,
-                               executor, progress):
-        first = 0
-        for r in range(rounds):
-            stored = self.storage.get_round(self.name, r)
-            if stored is not None:  # resume: the region and seed chosen before
-                region = space_from_json(stored[0]["space"])
-                round_seed, first, n = stored[0]["seed"], stored[2], max(stored[1], per_round[r])
-            else:
-                region = space if r == 0 else self._narrowed(space, top_k)
-                round_seed, n = int(np.random.default_rng([seed, r]).integers(2**31)), per_round[r]
-            self.storage.put_round(self.name, r, {"space": space_to_json(region), "seed": round_seed,
-                                                  "study_seed": seed}, n, first)
-            self._run_round(objective, r, region, round_seed, first, n, n_workers, executor, progress)
-            first += n
 
     def _narrowed(self, space, top_k):
         best = self.best_trials(top_k)
@@ -254,20 +319,38 @@ class Study:
         rng = np.random.default_rng(_seed(seed))
         jobs = [(t.number, t.params, int(rng.integers(2**31))) for t in best]
         results = {}
-        for number, (state, value, _, _) in self._execute(objective, jobs, [], n_workers, executor):
+        for number, (state, value, _, _) in execute(objective, jobs, [], n_workers=_count(n_workers, "n_workers"),
+                                                    maximize=self.maximize, executor=executor):
             results[number] = value if state == "complete" else float("nan")
         return [RetestResult(t.number, t.params, t.value, results[t.number]) for t in best]
 
     # ---- execution -----------------------------------------------------------------
 
-    def _run_round(self, objective, round_, region, seed, first, n_trials, n_workers, executor, progress):
+    def _runner(self, objective, n_workers, executor, progress, retry_failed, in_process, timeout,
+                max_tasks_per_child):
+        """run(round, region, seed, first, n) with the execution options checked once."""
+        n_workers = _count(n_workers, "n_workers")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+                                        and timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout: expected a number of seconds > 0 or None, got {timeout!r}")
+        if max_tasks_per_child is not None:
+            max_tasks_per_child = _count(max_tasks_per_child, "max_tasks_per_child")
+        options = dict(n_workers=n_workers, executor=executor, in_process=in_process, timeout=timeout,
+                       max_tasks_per_child=max_tasks_per_child)
+
+        def run(round_, region, seed, first, n_trials):
+            self._run_round(objective, round_, region, seed, first, n_trials, options, progress,
+                            retry_failed)
+        return run
+
+    def _run_round(self, objective, round_, region, seed, first, n_trials, options, progress, retry_failed):
         existing = {t.number: t for t in self.trials}
         jobs = []
         for number in range(first, first + n_trials):
             trial = existing.get(number)
-            if trial is not None and trial.state != "running":
+            if trial is not None and trial.state != "running" and not (retry_failed and trial.state == "failed"):
                 continue  # finished: never run twice
-            if trial is not None:  # interrupted: same number, same parameters
+            if trial is not None:  # interrupted or retried: same number, same parameters
                 params, trial_seed = trial.params, trial.seed
             else:
                 params, trial_seed = sample_trial(region, seed, number)
@@ -284,94 +367,41 @@ class Study:
         def started(number, params, trial_seed):
             self.storage.start_trial(self.name, number, round_, params, trial_seed)
 
-        for number, (state, value, error, intermediate) in self._execute(
-                objective, jobs, reference, n_workers, executor, on_start=started):
-            self.storage.finish_trial(self.name, number, state, value, error, intermediate)
-            if state == "complete" and (best is None or (value > best if self.maximize else value < best)):
-                best = value
-            if bar is not None:
-                bar.update(1)
-                if best is not None:
-                    bar.set_postfix(best=f"{best:.4f}")
-        if bar is not None:
-            bar.close()
-
-    def _execute(self, objective, jobs, reference, n_workers, executor, on_start=None):
-        """Yield (number, result) as trials finish; at most n_workers in flight."""
-        n_workers = _count(n_workers, "n_workers")
-        if not jobs:
-            return
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
-        if executor is None and n_workers == 1:
-            for number, params, trial_seed in jobs:
-                if on_start:
-                    on_start(number, params, trial_seed)
-                yield number, run_trial(objective, number, params, trial_seed, threads, self.maximize, reference)
-            return
-        own = executor is None
-        if own:
-            executor = _process_pool(n_workers)
         try:
-            pending, queue = {}, [(job, 0) for job in jobs]
-            while queue or pending:
-                while queue and len(pending) < n_workers:
-                    if queue[0][1] > 0 and pending:
-                        break  # a retry runs alone: if its worker dies again, the trial is the cause
-                    (number, params, trial_seed), attempt = job_attempt = queue.pop(0)
-                    if on_start and attempt == 0:
-                        on_start(number, params, trial_seed)
-                    try:
-                        future = executor.submit(run_trial, objective, number, params, trial_seed,
-                                                 threads, self.maximize, reference)
-                    except BrokenExecutor:
-                        # a worker died between two submissions: this trial has
-                        # not started; it waits for the fresh pool (recording
-                        # it as running again is harmless)
-                        if not own:
-                            raise
-                        queue.insert(0, job_attempt)
-                        if not pending:
-                            executor.shutdown(wait=False, cancel_futures=True)
-                            executor = _process_pool(n_workers)
-                        break
-                    pending[future] = job_attempt
-                    if attempt > 0:
-                        break
-                if not pending:
+            for number, (state, value, error, intermediate) in execute(
+                    objective, jobs, reference, maximize=self.maximize, on_start=started, **options):
+                if state == "lost":  # stays "running": a resumed study runs it again
                     continue
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                broken = False
-                for future in done:
-                    (number, params, trial_seed), attempt = job_attempt = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenExecutor as exc:
-                        # A worker process died (killed, out of memory, a crash
-                        # in native code) and took the pool with it. Each trial
-                        # in flight is tried once more, alone, in a fresh pool;
-                        # one whose worker dies again is recorded as failed.
-                        broken = own
-                        if attempt == 0 and own:
-                            queue.insert(0, ((number, params, trial_seed), 1))
-                            continue
-                        result = ("failed", None, f"worker process died: {type(exc).__name__}: {exc}", [])
-                    except Exception as exc:  # e.g. an objective that cannot be pickled
-                        result = ("failed", None, f"worker error: {type(exc).__name__}: {exc}", [])
-                    yield number, result
-                if broken:
-                    queue[:0] = list(pending.values())  # lost with the pool, not yet reported
-                    pending.clear()
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    executor = _process_pool(n_workers)
+                self.storage.finish_trial(self.name, number, state, value, error, intermediate)
+                if state == "complete" and (best is None or (value > best if self.maximize else value < best)):
+                    best = value
+                if bar is not None:
+                    bar.update(1)
+                    if best is not None:
+                        bar.set_postfix(best=f"{best:.4f}")
         finally:
-            if own:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
 
 
-def _process_pool(n_workers):
-    # spawn, not fork: a forked child of a process that has run OpenMP
-    # threads can deadlock in the OpenMP runtime.
-    return cf.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"))
+def _grown_counts(requested, stored):
+    """Trials per round for a study that may already have rounds: finished
+    rounds keep their count, the newest stored round and the rounds not yet
+    started take their requested share, and the rest of the requested total
+    goes to the last round (see the module docstring)."""
+    newest = max(stored) if stored else -1
+    counts = []
+    for r, want in enumerate(requested):
+        if r in stored and r < newest:
+            counts.append(stored[r][1])
+        elif r == newest:
+            counts.append(max(stored[r][1], want))
+        else:
+            counts.append(want)
+    deficit = sum(requested) - sum(counts)
+    if deficit > 0:  # the last round is the newest or not yet started: it can take more
+        counts[-1] += deficit
+    return counts
 
 
 def sample_trial(region, seed, number):

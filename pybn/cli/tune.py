@@ -10,8 +10,8 @@ import math
 import os
 import time
 
-from .objective import MLPObjective, default_space, learning_rate_space
-from .study import Study
+from ..tune.objective import MLPObjective, default_space, learning_rate_space
+from ..tune.study import Study
 
 
 def add_parser(subparsers):

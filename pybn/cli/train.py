@@ -3,9 +3,9 @@ way): live loss/accuracy, a checkpoint every epoch, resume from any
 checkpoint with nudged hyperparameters, learning curves as PNG."""
 import pathlib
 
-from . import datasets, optim
-from . import train as T
-from ._threads import set_num_threads
+from .. import datasets, optim
+from .. import train as T
+from .._threads import set_num_threads
 
 
 def add_parser(subparsers):
@@ -85,7 +85,7 @@ def run(args):
     test_loss, test_acc = T.evaluate(model, data.X_test, data.y_test)
     print(f"test accuracy: {test_acc:.4f} (test loss {test_loss:.4f}, {len(data.y_test)} examples)")
     if args.plot:
-        from .plot import plot_learning_curves
+        from ..plot import plot_learning_curves
         plot_learning_curves(history, args.plot)
         print(f"learning curves: {pathlib.Path(args.plot).resolve()}")
     return 0

@@ -1,0 +1,31 @@
+"""The `pybn` command (also `python -m pybn`): info, train, tune, bench.
+
+The front ends live in this package, over the library, which imports
+nothing from it. Each subcommand is a module that registers itself here
+through an `add_parser(subparsers)` function, so this file only wires them
+up.
+"""
+import argparse
+import sys
+
+from .. import __version__
+from . import bench, info, train, tune
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="pybn", description="Batch-norm and softmax kernels, "
+                                     "training and hyperparameter search.")
+    parser.add_argument("--version", action="version", version=f"pybn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (info, train, tune, bench):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""`pybn info`: version, SIMD level, OpenMP threads, cache size, build flags."""
+from .. import __version__
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("info", help="version, build flags, OpenMP threads, SIMD level")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    from .. import _kernels, get_num_threads
+    info = _kernels.build_info()
+    rows = [
+        ("pybn", __version__),
+        ("SIMD level", info["simd"]),
+        ("OpenMP", f"on (version {info['openmp_version']})" if info["openmp_version"] else "off"),
+        ("threads", f"{get_num_threads()} (OpenMP default {info['openmp_max_threads']})"),
+        ("cache", f"{info['cache_bytes'] / 2**20:.0f} MiB (outputs beyond it are streamed)"),
+        ("compiler", info["compiler"]),
+        ("C flags", info["c_flags"] or "(none)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
