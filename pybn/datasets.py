@@ -39,6 +39,12 @@ def load_npz(path):
         raise ValueError(f"data: X must be a 2-D numeric array, got shape {X.shape} dtype {X.dtype}")
     if y.shape != (X.shape[0],) or y.dtype.kind not in "iu":
         raise ValueError(f"data: y must be integer labels of shape ({X.shape[0]},), got {y.shape} {y.dtype}")
+    if X.size and not np.isfinite(X).all():
+        raise ValueError(f"data: X of {path} holds NaN or inf values")
+    if y.size and y.min() < 0:
+        raise ValueError(f"data: y of {path} holds a negative label ({y.min()}); labels are 0, 1, ...")
+    if np.unique(y).size < 2:
+        raise ValueError(f"data: y of {path} holds {np.unique(y).size} class(es); at least 2 are needed")
     return X.astype(np.float64), y.astype(np.int64)
 
 

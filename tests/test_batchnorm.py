@@ -322,9 +322,11 @@ def test_masked_arrays_are_rejected_not_silently_unmasked():
     with pytest.raises(TypeError, match="running_mean: expected a numpy array"):
         pybn.batch_norm_forward(np.ones((4, 3)), running_mean=np.ma.zeros(3), running_var=np.ones(3))
     # other subclasses are read as the plain arrays they are
-    mm = np.asmatrix(np.arange(12.0).reshape(4, 3))
-    np.testing.assert_array_equal(pybn.batch_norm_forward(mm).y,
-                                  pybn.batch_norm_forward(np.asarray(mm)).y)
+    class Tagged(np.ndarray):
+        pass
+    tagged = np.arange(12.0).reshape(4, 3).view(Tagged)
+    np.testing.assert_array_equal(pybn.batch_norm_forward(tagged).y,
+                                  pybn.batch_norm_forward(np.asarray(tagged)).y)
 
 
 _STREAMED_EQUALS_CACHED = """

@@ -42,13 +42,19 @@ def test_split_budget():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--n-trials", "0"], "--n-trials: expected an integer >= 1, got 0"),
     (["--rounds", "4", "--n-trials", "3"], "--n-trials must be at least --rounds"),
-    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
 ])
-def test_tune_bad_arguments(argv, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
-        main(["tune", "--storage", str(tmp_path / "s.sqlite")] + argv)
+def test_tune_bad_arguments(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        assert main(["tune", "--storage", str(tmp_path / "s.sqlite")] + argv) == 2
+        raise SystemExit(2)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pybn tune: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "s.sqlite").exists()  # before any work
 
 
 def _finished(storage):

@@ -5,18 +5,18 @@ nothing from it. Each subcommand is a module that registers itself here
 through an `add_parser(subparsers)` function, so this file only wires them
 up.
 """
-import argparse
 import sys
 
 from .. import __version__
 from . import bench, info, train, tune
+from .checks import Parser, UsageError, report
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="pybn", description="Batch-norm and softmax kernels, "
-                                     "training and hyperparameter search.")
+    parser = Parser(prog="pybn", description="Batch-norm and softmax kernels, "
+                    "training and hyperparameter search.")
     parser.add_argument("--version", action="version", version=f"pybn {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (info, train, tune, bench):
         module.add_parser(sub)
     return parser
@@ -24,7 +24,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        return report(f"pybn {args.command}", exc)
 
 
 if __name__ == "__main__":

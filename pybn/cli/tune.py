@@ -3,32 +3,52 @@
 rounds, with parallel workers (a local process pool, or Dask with --dask),
 every trial stored in --storage so that running the command again resumes.
 
---compare-batchnorm instead runs the same random learning-rate search with
-and without batch norm and reports how wide the band of good rates is.
+A study is identified by its name (--study) in the storage and by what
+defines it: the data's content, --epochs, the search space, --seed,
+--rounds and --top-k. The same command resumes it; a larger --n-trials grows
+it; other settings are refused with what changed (pick another --study
+name for a new study). --compare-batchnorm instead runs the same random
+learning-rate search with and without batch norm and reports how wide the
+band of good rates is.
 """
+import argparse
 import math
 import os
+import sys
 import time
 
+from ..tune.execution import StudyInterrupted
 from ..tune.objective import MLPObjective, default_space, learning_rate_space
-from ..tune.study import Study
+from ..tune.spaces import space_to_json
+from ..tune.storage import StorageLocked
+from ..tune.study import Study, StudyMismatch
+from . import checks
+from .checks import UsageError
+
+PROG = "pybn tune"
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("tune", help="tune a BN-MLP: random search, then coarse to fine",
-                              description=__doc__)
-    p.add_argument("--data", help=".npz with X (m, n) and integer labels y (default: digits)")
+                              description=__doc__, formatter_class=_Formatter)
+    p.add_argument("--data", help=".npz with X (m, n) and integer labels y (default: the bundled digits)")
     p.add_argument("--storage", default="pybn-study.sqlite",
-                   help="SQLite file holding every trial; reuse it to resume (default: %(default)s)")
+                   help="SQLite file holding every trial; reuse it to resume")
     p.add_argument("--study", default="digits-bn-mlp", help="study name inside the storage")
-    p.add_argument("--n-trials", type=int, default=90, help="total trials, split over the rounds")
+    p.add_argument("--n-trials", type=int, default=90,
+                   help="total trials, split over the rounds; a larger number grows a stored study")
     p.add_argument("--rounds", type=int, default=3, help="1 random round + (rounds-1) finer rounds")
     p.add_argument("--top-k", type=int, default=5, help="best trials each finer round zooms around")
-    p.add_argument("--workers", type=int, help="parallel trials (default: all cores)")
+    p.add_argument("--workers", type=int, help="parallel trials (default: all cores, or the Dask threads)")
     p.add_argument("--epochs", type=int, default=20, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="study seed: same seed, same trials")
     p.add_argument("--dask", metavar="ADDRESS", help="run trials on a Dask distributed scheduler")
-    p.add_argument("--plot", metavar="PNG", help="score against each hyperparameter, by round")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="a trial running longer fails (default: no limit)")
+    p.add_argument("--retry-failed", action="store_true", help="run the study's failed trials again")
+    p.add_argument("--plot", metavar="FILE", help="score against each hyperparameter (PNG, PDF, SVG...)")
+    p.add_argument("--export", metavar="NPZ",
+                   help="retrain the best configuration and save it (pybn train --resume NPZ loads it)")
     p.add_argument("--top", type=int, default=10, help="rows in the final table")
     p.add_argument("--retest", type=int, default=0, metavar="K",
                    help="re-run the best K configurations with fresh seeds and report the change")
@@ -40,24 +60,44 @@ def add_parser(subparsers):
     p.set_defaults(func=run)
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in --help, and the description as written."""
+
+
 def _check(args):
     for name in ("n_trials", "rounds", "epochs", "top_k", "top"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"pybn tune: error: --{name.replace('_', '-')} must be >= 1")
-    if args.workers is not None and args.workers < 1:
-        raise SystemExit("pybn tune: error: --workers must be >= 1")
+        checks.positive(f"--{name.replace('_', '-')}", getattr(args, name), allow_none=False)
+    checks.positive("--workers", args.workers)
+    if args.retest < 0:
+        raise UsageError(f"--retest: expected an integer >= 0, got {args.retest}")
+    if args.seed < 0:
+        raise UsageError(f"--seed: expected an integer >= 0, got {args.seed}")
     if args.n_trials < args.rounds:
-        raise SystemExit("pybn tune: error: --n-trials must be at least --rounds (one trial a round)")
+        raise UsageError("--n-trials must be at least --rounds (one trial a round)")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        raise UsageError(f"--timeout: expected a number of seconds > 0, got {args.timeout}")
+    if not 0 <= args.good <= 1:
+        raise UsageError(f"--good: expected an accuracy in [0, 1], got {args.good}")
+    checks.data_file("--data", args.data)
+    checks.storage_file("--storage", args.storage)
+    if args.plot:
+        checks.plot_file("--plot", args.plot)
+    if args.export:
+        if args.compare_batchnorm:
+            raise UsageError("--export goes with a tuning run, not --compare-batchnorm")
+        checks.output_file("--export", args.export, ["npz"])
 
 
-def _dask_client(args):
-    if not args.dask:
-        return None
+def _dask_client(address):
     try:
         from distributed import Client
-    except ImportError as exc:
-        raise SystemExit("pybn tune: error: --dask needs Dask: pip install 'pybn[dask]'") from exc
-    return Client(args.dask)
+    except ImportError:
+        raise UsageError("--dask needs Dask: pip install 'pybn[dask]'") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"--dask: no Dask scheduler answers at {address} ({type(exc).__name__}: "
+                         f"{exc})") from None
 
 
 def split_budget(n_trials, rounds):
@@ -67,46 +107,78 @@ def split_budget(n_trials, rounds):
 
 
 def run(args):
-    _check(args)
-    client = _dask_client(args)
     try:
-        if client is None:
-            executor, workers = None, args.workers or os.cpu_count() or 1
-        else:
-            executor, workers = client.get_executor(), args.workers or sum(client.nthreads().values())
+        _check(args)
+        data = os.path.abspath(args.data) if args.data else None  # Dask workers run elsewhere
+        studies = _open_studies(args, data)
+        client = _dask_client(args.dask) if args.dask else None
+    except UsageError as exc:
+        return checks.report(PROG, exc)
+    try:
+        workers = args.workers or (sum(client.nthreads().values()) if client else os.cpu_count() or 1)
+        options = dict(n_workers=workers, executor=client, in_process=False, timeout=args.timeout,
+                       retry_failed=args.retry_failed)
         if args.compare_batchnorm:
-            return _compare_batchnorm(args, executor, workers)
-        return _tune(args, executor, workers)
+            return _compare_batchnorm(args, studies, options)
+        return _tune(args, studies[0], options)
+    except StorageLocked as exc:  # a second coordinator: refused before any trial
+        return checks.report(PROG, exc)
+    except StudyInterrupted as exc:
+        print(f"{PROG}: interrupted: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; finished trials are stored: run the same command to resume",
+              file=sys.stderr)
+        return 130
     finally:
         if client is not None:
             client.close()
 
 
-def _tune(args, executor, workers):
-    objective = MLPObjective(args.data, epochs=args.epochs)
-    space = default_space()
-    study = Study(args.storage, direction="maximize", name=args.study)
-    before = {t.number for t in study.trials if t.state != "running"}
+def _open_studies(args, data):
+    """The study (or the two of --compare-batchnorm) with the settings that
+    define it, checked against the stored ones before any trial runs."""
+    if args.compare_batchnorm:
+        specs = [(f"{args.study}-lr-{'bn' if bn else 'nobn'}",
+                  MLPObjective(data, epochs=args.epochs, batch_norm=bn, optimizer="sgd", fixed=COMPARE_SETTING),
+                  learning_rate_space(), {"kind": "random", "seed": args.seed}) for bn in (True, False)]
+    else:
+        specs = [(args.study, MLPObjective(data, epochs=args.epochs), default_space(),
+                  {"kind": "coarse-to-fine", "seed": args.seed, "rounds": args.rounds, "top_k": args.top_k})]
+    studies = []
+    for name, objective, space, search in specs:
+        settings = {**objective.settings(), "space": space_to_json(space), **search}
+        try:
+            study = Study(args.storage, direction="maximize", name=name, settings=settings)
+        except StudyMismatch as exc:
+            raise UsageError(f"{exc}; to keep both, pass --study NEW_NAME (or --storage ANOTHER_FILE)") from None
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        studies.append((study, objective, space))
+    return studies
+
+
+def _tune(args, opened, options):
+    study, objective, space = opened
+    before = {t.number for t in study.trials if t.state not in ("running",)}
+    retried = {t.number for t in study.trials if t.state == "failed"} if args.retry_failed else set()
     start = time.perf_counter()
     study.coarse_to_fine(objective, space, rounds=args.rounds,
                          trials_per_round=split_budget(args.n_trials, args.rounds), top_k=args.top_k,
-                         seed=args.seed, n_workers=workers, executor=executor,
-                         progress=not args.no_progress)
+                         seed=args.seed, progress=not args.no_progress, **options)
     elapsed = time.perf_counter() - start
     trials = study.trials
-    counts = {s: sum(t.state == s for t in trials) for s in ("complete", "failed", "pruned", "running")}
-    ran = sum(t.number not in before for t in trials)
-    print(f"\nstudy {args.study!r} in {os.path.abspath(args.storage)}: {len(trials)} trials "
-          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
-          f"{ran} run now in {elapsed:.1f} s on {workers} worker(s)")
-    print(format_table(study.best_trials(args.top), space))
+    ran = sum(t.number not in before or t.number in retried for t in trials)
+    from .summary import print_summary
+    print_summary(args, study, objective, space, trials, ran, elapsed, options["n_workers"])
     if args.plot:
         from ..plot import plot_study
-        plot_study(trials, space, args.plot, score_name="validation accuracy")
+        plot_study(trials, space, args.plot, score_name="validation accuracy", title=f"study {study.name!r}")
         print(f"plot: {os.path.abspath(args.plot)}")
     if args.retest:
         print(f"\nre-test of the best {args.retest} with fresh training seeds:")
-        for r in study.retest(objective, args.retest, n_workers=workers, executor=executor):
+        for r in study.retest(objective, args.retest, n_workers=options["n_workers"],
+                              executor=options["executor"]):
             print(f"  trial {r.number:4d}: stored {r.stored_value:.4f} -> now {r.retest_value:.4f} "
                   f"({r.change:+.4f})")
     return 0
@@ -136,15 +208,11 @@ def _fmt(value):
 COMPARE_SETTING = {"layers": 3, "hidden_units": 128, "beta1": 0.9}
 
 
-def _compare_batchnorm(args, executor, workers):
-    space = learning_rate_space()
+def _compare_batchnorm(args, studies, options):
     results = {}
-    for label, batch_norm in (("with batch norm", True), ("without batch norm", False)):
-        study = Study(args.storage, name=f"{args.study}-lr-{'bn' if batch_norm else 'nobn'}")
-        objective = MLPObjective(args.data, epochs=args.epochs, batch_norm=batch_norm, optimizer="sgd",
-                                 fixed=COMPARE_SETTING)
-        study.optimize(objective, space, args.n_trials, n_workers=workers, executor=executor,
-                       seed=args.seed, progress=not args.no_progress)
+    for (study, objective, space), label in zip(studies, ("with batch norm", "without batch norm")):
+        study.optimize(objective, space, args.n_trials, seed=args.seed,
+                       progress=False if args.no_progress else label, **options)
         results[label] = study.trials
     print(f"\nSGD (momentum 0.9), 3 hidden layers of 128; learning rates sampled log-uniformly in "
           f"[1e-4, 10], {args.n_trials} trials each, the same rates for both; a good rate reaches "
@@ -163,4 +231,8 @@ def _compare_batchnorm(args, executor, workers):
               f"= {width:.2f} decades  diverged/failed {failed}")
     print(f"batch norm widens the band of good learning rates by "
           f"{summary['with batch norm'] - summary['without batch norm']:+.2f} decades")
+    if args.plot:
+        from ..plot import plot_compare_batchnorm
+        plot_compare_batchnorm(results, studies[0][2]["learning_rate"], args.plot, good=args.good)
+        print(f"plot: {os.path.abspath(args.plot)}")
     return 0

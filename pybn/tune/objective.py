@@ -57,11 +57,26 @@ class MLPObjective:
         self.fixed = dict(fixed or {})  # parameters held fixed, under the sampled ones
 
     def __call__(self, params, trial):
+        reporter = _Reporter(trial)
+        previous = _threads.requested_threads()
+        _threads.set_num_threads(getattr(trial, "threads", None) or previous)  # this worker's share
+        try:
+            self.train(params, trial.seed, callbacks=[reporter])
+        except T.TrainingDiverged as exc:
+            raise TrialDiverged(str(exc)) from None
+        finally:
+            _threads.set_num_threads(previous)
+        return max(reporter.scores)
+
+    def train(self, params, seed, callbacks=()):
+        """Train the configuration `params` with training seed `seed`:
+        (model, optimizer, history, split), the data split as the trials see
+        it (so split.X_test, split.y_test are the held-out test examples)."""
         split, n_classes = _data(self.data, self.split_seed)
         p = {"beta1": 0.9, "batch_size": 64, "hidden_units": 64, "layers": 1, "lr_decay": 0.0,
              **self.fixed, **params}
         model = T.build_mlp(split.X_train.shape[1], n_classes, hidden=[int(p["hidden_units"])] * int(p["layers"]),
-                            batch_norm=self.batch_norm, seed=trial.seed)
+                            batch_norm=self.batch_norm, seed=seed)
         if self.optimizer == "adam":
             optimizer = T.build_optimizer("adam", model.parameters(), lr=float(p["learning_rate"]),
                                           beta1=float(p["beta1"]))
@@ -69,19 +84,29 @@ class MLPObjective:
             optimizer = T.build_optimizer("sgd", model.parameters(), lr=float(p["learning_rate"]),
                                           momentum=float(p["beta1"]))
         schedule = optim.InverseTimeDecay(optimizer, float(p["lr_decay"])) if p["lr_decay"] else None
-        reporter = _Reporter(trial)
-        previous = _threads.requested_threads()
-        _threads.set_num_threads(getattr(trial, "threads", None) or previous)  # this worker's share
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and recorded
-                T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
-                      batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
-                      seed=trial.seed, schedule=schedule, callbacks=[reporter])
-        except T.TrainingDiverged as exc:
-            raise TrialDiverged(str(exc)) from None
-        finally:
-            _threads.set_num_threads(previous)
-        return max(reporter.scores)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and recorded
+            history = T.fit(model, optimizer, split.X_train, split.y_train, epochs=self.epochs,
+                            batch_size=int(p["batch_size"]), validation_data=(split.X_val, split.y_val),
+                            seed=seed, schedule=schedule, callbacks=list(callbacks))
+        return model, optimizer, history, split
+
+    def settings(self):
+        """What defines this objective, for a study's identity: the data's
+        content (not its path) and every training setting."""
+        return {"data": data_fingerprint(self.data), "epochs": self.epochs, "batch_norm": self.batch_norm,
+                "split_seed": self.split_seed, "optimizer": self.optimizer, "fixed": self.fixed}
+
+
+def data_fingerprint(path):
+    """'NAME sha256:HEX' of the data a trial trains on (digits when None)."""
+    import hashlib
+    import os
+    X, y = datasets.load_npz(path) if path else datasets.load_digits()
+    digest = hashlib.sha256()
+    for a in (X, y):
+        digest.update(str((a.dtype.str, a.shape)).encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return f"{os.path.basename(path) if path else 'digits'} sha256:{digest.hexdigest()[:16]}"
 
 
 class _Reporter:

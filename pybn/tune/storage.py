@@ -69,6 +69,10 @@ _COLUMNS = {
 }
 
 
+class StorageLocked(RuntimeError):
+    """Another process is running this storage's trials."""
+
+
 def _json_float(value):
     """SQLite stores NaN as NULL; keep None for 'no value'."""
     if value is None:
@@ -155,7 +159,7 @@ class SQLiteStorage:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-                raise RuntimeError(f"storage: {self.path} is being run by another coordinator "
+                raise StorageLocked(f"storage: {self.path} is being run by another coordinator "
                                    f"(pid {holder}); one process runs a study's trials at a time, "
                                    "start more workers instead") from None
             os.ftruncate(fd, 0)

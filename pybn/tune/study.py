@@ -434,4 +434,5 @@ def _progress_bar(total, done, round_, enabled):
     if not enabled:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=done, desc=f"round {round_}", unit="trial", dynamic_ncols=True)
+    desc = enabled if isinstance(enabled, str) else f"round {round_}"
+    return tqdm(total=total, initial=done, desc=desc, unit="trial", dynamic_ncols=True)

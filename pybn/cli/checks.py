@@ -1,0 +1,85 @@
+"""Up-front checks shared by the subcommands: every usage mistake becomes
+one line, `pybn <cmd>: error: ...`, exit code 2, before any work starts."""
+import argparse
+import os
+import sys
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for (reported as one line, exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump): `prog: error: message`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def report(prog, exc):
+    """Print a UsageError as the one line and return exit code 2."""
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def positive(option, value, allow_none=True):
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise UsageError(f"{option}: expected an integer >= 1, got {value}")
+
+
+def output_file(option, path, suffixes):
+    """`path` can be written: a known suffix, an existing writable folder."""
+    if not path or not path.strip():
+        raise UsageError(f"{option}: expected a file name, got an empty string")
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffix not in suffixes:
+        raise UsageError(f"{option}: {path!r} should end in {' or '.join('.' + s for s in suffixes)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option}: the folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path} is a folder")
+
+
+def plot_file(option, path):
+    """A plot can be written to `path`: matplotlib installed, a format it writes."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UsageError(f"{option} needs matplotlib: pip install 'pybn[plot]'") from None
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    output_file(option, path, formats)
+
+
+def data_file(option, path):
+    """An .npz the training can use: readable, X 2-D numeric and finite, y
+    integer labels of matching length, at least two classes, splittable."""
+    if path is None:
+        return
+    from .. import datasets
+    if not os.path.exists(path):
+        raise UsageError(f"{option}: {path} does not exist")
+    try:
+        X, y = datasets.load_npz(path)
+        datasets.split_standardize(X, y, seed=0)
+    except ValueError as exc:
+        message = str(exc).removeprefix("data: ")
+        raise UsageError(f"{option}: {message}") from None
+
+
+def storage_file(option, path):
+    """A study storage: a path in an existing folder, not a folder, and if it
+    exists a pybn study database this process can write."""
+    if not path or not path.strip():
+        raise UsageError(f"{option}: expected a file name, got an empty string")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path} is a folder")

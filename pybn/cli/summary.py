@@ -1,0 +1,71 @@
+"""The end of `pybn tune`: what the score is, how many trials completed,
+were pruned or failed (and what pruning did), the best trials, the chosen
+configuration's accuracy on the held-out test split, and what to do next."""
+import os
+import shlex
+
+from .. import train as T
+
+
+def _first_line(error):
+    """The exception line of a stored traceback (its last line)."""
+    lines = [line for line in (error or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no message)"
+
+
+def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
+    from .tune import format_table
+    counts = {s: sum(t.state == s for t in trials) for s in ("complete", "pruned", "failed", "running")}
+    storage = os.path.abspath(args.storage)
+    print(f"\nstudy {study.name!r} in {storage}: {len(trials)} trials "
+          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed"
+          + (f", {counts['running']} unfinished" if counts["running"] else "")
+          + f"); {ran} run now in {elapsed:.1f} s on {workers} worker(s)")
+    print(f"score: a trial's best validation accuracy over its {args.epochs} epochs "
+          f"(the validation split, never trained on)")
+    if counts["pruned"]:
+        print(f"pruned: {counts['pruned']} trials were stopped early, at the first epoch (from the 3rd on) where "
+              f"their validation accuracy fell below the median of earlier rounds' trials at that epoch; "
+              f"their score is the last one reached")
+    failed = [t for t in trials if t.state == "failed"]
+    if failed:
+        first = failed[0]
+        print(f"failed: {len(failed)} trials raised or diverged (first: trial {first.number}: "
+              f"{_first_line(first.error)}); full tracebacks in the storage, "
+              f"--retry-failed runs them again")
+    if counts["running"]:
+        print(f"unfinished: {counts['running']} trials were lost by the workers; the same command runs them")
+    print(format_table(study.best_trials(args.top), space))
+    best = study.best_trials(1)
+    if not best:
+        return
+    best = best[0]
+    model, optimizer, history, split = objective.train(best.params, best.seed)
+    _, test_accuracy = T.evaluate(model, split.X_test, split.y_test)
+    print(f"\nchosen: trial {best.number} (validation {best.value:.4f}); retrained with its seed: test "
+          f"accuracy {test_accuracy:.4f} on the {len(split.y_test)} held-out test examples")
+    if args.export:
+        T.save_checkpoint(args.export, model, optimizer, epoch=args.epochs, history=history,
+                          extra={"seed": best.seed, "lr0": float(best.params.get("learning_rate", optimizer.lr)),
+                                 "params": best.params, "study": study.name, "trial": best.number})
+        print(f"exported: {os.path.abspath(args.export)} (pybn train --resume {shlex.quote(args.export)} "
+              f"--epochs N continues it; pybn.train.load_checkpoint loads it)")
+    print(f"next: `{_same_command(args)}` resumes it (with a larger --n-trials it grows); "
+          f"--plot tune.png plots it; --retest 3 re-runs the best with fresh seeds; "
+          f"--export best.npz saves the chosen model")
+
+
+def _same_command(args):
+    """The pybn tune command line that reopens this study."""
+    parts = ["pybn tune"]
+    defaults = {"storage": "pybn-study.sqlite", "study": "digits-bn-mlp", "epochs": 20, "seed": 0,
+                "rounds": 3, "top_k": 5, "n_trials": 90}
+    for name, default in defaults.items():
+        value = getattr(args, name)
+        if value != default:
+            parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
+    if args.data:
+        parts.append(f"--data {shlex.quote(args.data)}")
+    if args.dask:
+        parts.append(f"--dask {shlex.quote(args.dask)}")
+    return " ".join(parts)
