@@ -72,7 +72,7 @@ def _check(args):
         raise UsageError(f"--retest: expected an integer >= 0, got {args.retest}")
     if args.seed < 0:
         raise UsageError(f"--seed: expected an integer >= 0, got {args.seed}")
-    if args.n_trials < args.rounds:
+    if args.n_trials < args.rounds and not args.compare_batchnorm:
         raise UsageError("--n-trials must be at least --rounds (one trial a round)")
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
         raise UsageError(f"--timeout: expected a number of seconds > 0, got {args.timeout}")
