@@ -14,6 +14,7 @@ from .functional import (
 )
 
 from . import datasets, nn, optim, train
+from .nn import manual_seed
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "get_num_threads",
     "log_softmax",
     "log_softmax_backward",
+    "manual_seed",
     "one_hot",
     "set_num_threads",
     "softmax",

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import functional as F
 
-__all__ = ["Parameter", "Module", "Dense", "BatchNorm", "ReLU", "Tanh", "Sequential",
+__all__ = ["manual_seed", "Parameter", "Module", "Dense", "BatchNorm", "ReLU", "Tanh", "Sequential",
            "SoftmaxCrossEntropy", "fold_batchnorm"]
 
 
@@ -25,11 +25,32 @@ class Parameter:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+# Where layers built without rng= draw their initial weights: seeded by
+# manual_seed, as torch.manual_seed seeds PyTorch's layers.
+_default_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator that layers built without `rng=` draw from, so
+    that a script building its model by hand is reproducible."""
+    global _default_rng
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+    _default_rng = np.random.default_rng(int(seed))
+
+
 class Module:
     """Base layer: forward(x), backward(grad), parameters(), train()/eval(),
     state_dict()/load_state_dict()."""
 
     training = True
+
+    def extra_repr(self):
+        """The constructor arguments shown by repr, as PyTorch's modules."""
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     def forward(self, x):
         raise NotImplementedError
@@ -89,7 +110,7 @@ class Dense(Module):
         out_features = _positive_int(out_features, "out_features")
         if init not in ("he", "xavier"):
             raise ValueError(f"init: expected 'he' or 'xavier', got {init!r}")
-        rng = np.random.default_rng(rng)
+        rng = _default_rng if rng is None else np.random.default_rng(rng)
         std = np.sqrt((2.0 if init == "he" else 1.0) / in_features)
         self.W = Parameter((rng.standard_normal((in_features, out_features)) * std).astype(dtype))
         self.b = Parameter(np.zeros(out_features, dtype)) if bias else None
@@ -97,6 +118,10 @@ class Dense(Module):
 
     def named_parameters(self):
         return [("W", self.W)] + ([("b", self.b)] if self.b is not None else [])
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.b is not None}, dtype={self.W.data.dtype}")
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -133,6 +158,10 @@ class BatchNorm(Module):
 
     def named_parameters(self):
         return [("gamma", self.gamma), ("beta", self.beta)]
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}, axis={self.axis}, "
+                f"dtype={self.gamma.data.dtype}")
 
     def named_buffers(self):
         return [("running_mean", self.running_mean), ("running_var", self.running_var)]
@@ -197,6 +226,10 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self.layers)
+
+    def __repr__(self):
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)" if lines else "Sequential()"
 
     def __len__(self):
         return len(self.layers)

@@ -61,6 +61,12 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state):
+        expected = {"lr", "t"} | {f"{name}.{i}" for name, arrays in self.state.items()
+                                  for i in range(len(arrays))}
+        missing = sorted(expected - set(state))
+        if missing:
+            raise ValueError(f"state: missing keys {missing} (saved by another optimizer, "
+                             f"or for other parameters?)")
         self.lr = float(state["lr"])
         self.t = int(state["t"])
         for name, arrays in self.state.items():
@@ -131,6 +137,10 @@ class _Schedule:
     once per epoch (as torch.optim.lr_scheduler)."""
 
     def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer: expected a pybn.optim optimizer, got {type(optimizer).__name__} "
+                            f"(schedules take the optimizer first, as torch.optim.lr_scheduler: "
+                            f"{type(self).__name__}(optimizer, ...), the initial lr being optimizer.lr)")
         self.optimizer = optimizer
         self.initial_lr = optimizer.lr
         self.epoch = 0

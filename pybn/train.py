@@ -23,8 +23,14 @@ __all__ = ["TrainingDiverged", "build_mlp", "build_optimizer", "fit", "evaluate"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: training stopped rather than go on
-    producing garbage."""
+    """The loss became NaN or infinite, or (for softmax cross-entropy) over
+    DIVERGED_FACTOR times a uniform guess's loss log(classes): training
+    stopped rather than go on producing garbage."""
+
+
+# A cross-entropy this many times log(classes) means logits hundreds apart
+# in the wrong direction: no learning rate schedule brings that back.
+DIVERGED_FACTOR = 100.0
 
 
 # ---- models and optimizers from plain configs ------------------------------------
@@ -110,13 +116,16 @@ def evaluate(model, X, y, loss=None, batch_size=4096):
 
 
 def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, seed=0,
-        loss=None, schedule=None, callbacks=(), start_epoch=0, history=None, progress=False):
+        loss=None, schedule=None, callbacks=(), start_epoch=0, history=None, progress=False,
+        shuffle=True):
     """Train for epochs [start_epoch, epochs). Returns the History.
 
     Each epoch logs loss/accuracy (over the epoch's mini-batches), val_loss/
     val_accuracy (eval mode, when validation_data is given) and lr. A
     callback's on_epoch_end(epoch, logs, model, optimizer) may return True
-    to stop. Raises TrainingDiverged when the loss is not finite.
+    to stop. Raises TrainingDiverged when the loss is not finite (or, for
+    softmax cross-entropy, hopelessly large). shuffle=False takes the
+    examples in order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
@@ -130,13 +139,16 @@ def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, 
     bar = _progress(range(start_epoch, epochs), progress)
     for epoch in bar:
         model.train()
-        order = np.random.default_rng([seed, epoch]).permutation(len(X))
+        order = np.random.default_rng([seed, epoch]).permutation(len(X)) if shuffle else np.arange(len(X))
         total, correct = 0.0, 0
         for number, idx in enumerate(_batches(order, batch_size)):
             logits = model.forward(X[idx])
             value = loss(logits, y[idx])
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"loss became {value} at epoch {epoch}, mini-batch {number} "
+            limit = _divergence_limit(loss, logits)
+            if not math.isfinite(value) or value > limit:
+                reached = f"became {value}" if not math.isfinite(value) else (
+                    f"reached {value:.3g}, over {DIVERGED_FACTOR:g}x a uniform guess's {limit / DIVERGED_FACTOR:.3g}")
+                raise TrainingDiverged(f"loss {reached} at epoch {epoch}, mini-batch {number} "
                                        f"(lr={optimizer.lr:g}): training stopped; try a lower "
                                        "learning rate")
             model.backward(loss.backward())
@@ -158,6 +170,12 @@ def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, 
         if stop:
             break
     return history
+
+
+def _divergence_limit(loss, logits):
+    if isinstance(loss, nn.SoftmaxCrossEntropy) and logits.ndim == 2 and logits.shape[1] > 1:
+        return DIVERGED_FACTOR * math.log(logits.shape[1])
+    return math.inf
 
 
 def _progress(iterable, enabled):
@@ -198,19 +216,40 @@ class EarlyStopping:
 
 
 class Checkpoint:
-    """Save model + optimizer to DIR/epoch-NNNN.npz and DIR/last.npz after
-    every epoch (the panda's safety net)."""
+    """Save model + optimizer to DIR/last.npz and DIR/epoch-NNNN.npz after
+    every epoch (the panda's safety net).
 
-    def __init__(self, directory, history=None, extra=None):
+    keep_last: keep only the newest N epoch files (None: all). monitor (a
+    logged value such as "val_accuracy"; losses are minimized, the rest
+    maximized): also keep DIR/best.npz, the best epoch so far, as
+    PyTorch Lightning's ModelCheckpoint does."""
+
+    def __init__(self, directory, history=None, extra=None, keep_last=None, monitor=None):
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
+                                      or keep_last < 0):
+            raise ValueError(f"keep_last: expected an int >= 0 or None, got {keep_last!r}")
         self.directory = pathlib.Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.history, self.extra = history, extra or {}
+        self.history, self.extra, self.keep_last, self.monitor = history, extra or {}, keep_last, monitor
+        self.sign = 1.0 if monitor and "loss" in monitor else -1.0
+        self.best = math.inf
 
     def on_epoch_end(self, epoch, logs, model, optimizer):
-        path = self.directory / f"epoch-{epoch + 1:04d}.npz"
-        save_checkpoint(path, model, optimizer, epoch=epoch + 1, history=self.history, extra=self.extra)
-        save_checkpoint(self.directory / "last.npz", model, optimizer, epoch=epoch + 1,
-                        history=self.history, extra=self.extra)
+        def save(path):
+            save_checkpoint(path, model, optimizer, epoch=epoch + 1, history=self.history, extra=self.extra)
+        if self.keep_last != 0:
+            save(self.directory / f"epoch-{epoch + 1:04d}.npz")
+        save(self.directory / "last.npz")
+        if self.monitor is not None:
+            value = logs.get(self.monitor)
+            if value is None:
+                raise ValueError(f"monitor: {self.monitor!r} is not logged (logged: {sorted(logs)})")
+            if self.sign * value < self.best:
+                self.best = self.sign * value
+                save(self.directory / "best.npz")
+        if self.keep_last:
+            for old in sorted(self.directory.glob("epoch-*.npz"))[:-self.keep_last]:
+                old.unlink()
         return False
 
 
@@ -261,8 +300,10 @@ def save_checkpoint(path, model, optimizer=None, *, epoch=0, history=None, extra
         raise
 
 
-def load_checkpoint(path, model=None):
-    """Rebuild (or fill `model` with) a saved model and its optimizer."""
+def load_checkpoint(path, model=None, optimizer=None):
+    """Rebuild (or fill `model` with) a saved model and its optimizer; an
+    `optimizer` made by hand (over `model`'s parameters) is filled with the
+    saved state instead of rebuilt, as PyTorch's optimizer.load_state_dict."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -279,9 +320,13 @@ def load_checkpoint(path, model=None):
             raise ValueError("checkpoint: no model config stored; pass model= to load into")
         model = build_mlp(**meta["model"])
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-    optimizer = None
-    if meta["optimizer"]:
+    saved = {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}
+    if optimizer is not None:
+        if not saved:
+            raise ValueError(f"checkpoint: {path} holds no optimizer state to load into optimizer=")
+        optimizer.load_state_dict(saved)
+    elif meta["optimizer"]:
         config = dict(meta["optimizer"])
         optimizer = build_optimizer(config.pop("name"), model.parameters(), **config)
-        optimizer.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+        optimizer.load_state_dict(saved)
     return LoadedCheckpoint(model, optimizer, meta["epoch"], History(meta["history"]), meta["extra"])

@@ -1,5 +1,6 @@
 """`pybn bench`: the kernel timings of pybn.bench, printed as a table."""
 from .. import bench
+from . import checks
 
 
 def add_parser(subparsers):
@@ -14,8 +15,7 @@ def add_parser(subparsers):
 
 
 def _main(args):
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit("pybn bench: error: --threads must be >= 1")
+    checks.positive("--threads", args.threads)
     rows, bandwidth, threads = bench.run(args.kernel, args.threads, quick=not args.full,
                                    with_torch=not args.no_torch, progress=not args.no_progress)
     have_torch = all("torch" in r for r in rows)

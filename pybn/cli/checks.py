@@ -16,6 +16,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default (where it has one and its help does
+    not already say it), and the description as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" not in text and action.option_strings and not (
+                default is None or default is False or default is argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def report(prog, exc):
     """Print a UsageError as the one line and return exit code 2."""
     print(f"{prog}: error: {exc}", file=sys.stderr)

@@ -11,7 +11,6 @@ name for a new study). --compare-batchnorm instead runs the same random
 learning-rate search with and without batch norm and reports how wide the
 band of good rates is.
 """
-import argparse
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ PROG = "pybn tune"
 
 def add_parser(subparsers):
     p = subparsers.add_parser("tune", help="tune a BN-MLP: random search, then coarse to fine",
-                              description=__doc__, formatter_class=_Formatter)
+                              description=__doc__, formatter_class=checks.HelpFormatter)
     p.add_argument("--data", help=".npz with X (m, n) and integer labels y (default: the bundled digits)")
     p.add_argument("--storage", default="pybn-study.sqlite",
                    help="SQLite file holding every trial; reuse it to resume")
@@ -58,10 +57,6 @@ def add_parser(subparsers):
                    help="with --compare-batchnorm: the score a good learning rate reaches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in --help, and the description as written."""
 
 
 def _check(args):
