@@ -89,7 +89,7 @@ def _dask_client(address):
     except ImportError:
         raise UsageError("--dask needs Dask: pip install 'pybn[dask]'") from None
     try:
-        return Client(address, timeout=10)
+        return Client(address, timeout=5)
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(f"--dask: no Dask scheduler answers at {address} ({type(exc).__name__}: "
                          f"{exc})") from None
