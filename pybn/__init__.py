@@ -24,7 +24,7 @@ def __getattr__(name):
     import importlib
     if name == "BNClassifier":
         return importlib.import_module(".sklearn", __name__).BNClassifier
-    if name in ("tune", "sklearn", "plot", "bench"):
+    if name in ("tune", "sklearn", "plot", "bench", "torch"):  # pybn.torch needs PyTorch
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'pybn' has no attribute {name!r}")
 

@@ -1,0 +1,358 @@
+"""pybn inside PyTorch (the optional `pybn[torch]` extra): batch norm,
+softmax, log-softmax and cross-entropy on pybn's kernels, as custom
+operators registered with torch.library (autograd, torch.compile and
+torch.library.opcheck work), and drop-in modules.
+
+    model = torchvision.models.resnet18()
+    pybn.torch.patch(model)          # its BatchNorm layers now run on pybn
+    loss_fn = pybn.torch.CrossEntropyLoss()
+
+Zero-copy: contiguous (or channels-last) CPU float32/float64 tensors are
+handed to the kernels as NumPy views of their memory, and the kernels'
+outputs become tensors without a copy. Anything else (another device,
+dtype or layout, class weights with label smoothing, targets of more than
+one dimension per row) falls back to PyTorch's own op: never an error that
+PyTorch would not raise. Modules keep torch.nn's constructors, state_dict
+keys and num_batches_tracked, so checkpoints load both ways.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import functional as _pybn
+
+__all__ = ["batch_norm", "softmax", "log_softmax", "cross_entropy", "BatchNorm1d", "BatchNorm2d",
+           "BatchNorm3d", "CrossEntropyLoss", "patch", "unpatch"]
+
+_FLOATS = (torch.float32, torch.float64)
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _np(t):
+    """The NumPy view of a CPU tensor's memory (no copy)."""
+    return t.detach().numpy()
+
+
+def _from(a):
+    """A tensor over a NumPy array's memory (no copy)."""
+    return torch.from_numpy(a)
+
+
+# ---- batch norm ----------------------------------------------------------------------
+
+
+def _channels_last_view(x):
+    """(view, axis, restore): a C-contiguous view of x with the channels on
+    `axis`, and the permutation that gives a result back x's layout."""
+    if x.is_contiguous():
+        return x, 1, None
+    if x.dim() in (4, 5):
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        if x.is_contiguous(memory_format=fmt):
+            order = (0, 2, 3, 1) if x.dim() == 4 else (0, 2, 3, 4, 1)
+            back = (0, 3, 1, 2) if x.dim() == 4 else (0, 4, 1, 2, 3)
+            return x.permute(order), -1, back
+    return None, None, None
+
+
+def _bn_arrays(x, weight, bias):
+    view, axis, back = _channels_last_view(x)
+    return view, axis, back, (None if weight is None else _np(weight)), (None if bias is None else _np(bias))
+
+
+def _restore(a, back):
+    t = _from(a)
+    return t if back is None else t.permute(back)
+
+
+@torch.library.custom_op("pybn::batch_norm", mutates_args=(), device_types="cpu")
+def _batch_norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                   running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
+                   momentum: float, eps: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, invstd, new running_mean, new running_var): functional, as
+    torch.library wants for autograd; batch_norm() copies the new running
+    statistics (C values each) into the buffers."""
+    view, axis, back, w, b = _bn_arrays(x, weight, bias)
+    rm = _np(running_mean).copy() if running_mean is not None else None
+    rv = _np(running_var).copy() if running_var is not None else None
+    y, mean, invstd = _pybn.batch_norm_forward(_np(view), w, b, running_mean=rm, running_var=rv,
+                                               training=training, momentum=momentum, eps=eps, axis=axis)
+    return (_restore(y, back), _from(mean), _from(invstd), x.new_empty(0) if rm is None else _from(rm),
+            x.new_empty(0) if rv is None else _from(rv))
+
+
+@_batch_norm_op.register_fake
+def _(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    c = x.shape[1]
+    return (torch.empty_like(x), x.new_empty(c), x.new_empty(c),
+            x.new_empty(0 if running_mean is None else c), x.new_empty(0 if running_var is None else c))
+
+
+@torch.library.custom_op("pybn::batch_norm_backward", mutates_args=(), device_types="cpu")
+def _batch_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None,
+                            mean: torch.Tensor, invstd: torch.Tensor,
+                            training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    view, axis, back, w, _ = _bn_arrays(x, weight, None)
+    dy_view, _, _ = _channels_last_view(dy.contiguous(memory_format=_memory_format(x)))
+    dx, dgamma, dbeta = _pybn.batch_norm_backward(_np(dy_view), _np(view), w, _np(mean), _np(invstd),
+                                                  training=training, axis=axis)
+    return _restore(dx, back), _from(dgamma), _from(dbeta)
+
+
+@_batch_norm_backward_op.register_fake
+def _(dy, x, weight, mean, invstd, training):
+    c = x.shape[1]
+    return torch.empty_like(x), x.new_empty(c), x.new_empty(c)
+
+
+def _memory_format(x):
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def _bn_setup(ctx, inputs, output):
+    x, weight, _, _, _, training, _, _ = inputs
+    _, mean, invstd, _, _ = output
+    ctx.save_for_backward(x, weight, mean, invstd)
+    ctx.training = training
+    ctx.has_weight = weight is not None
+
+
+def _bn_backward(ctx, dy, _dmean, _dinvstd, _drm, _drv):
+    x, weight, mean, invstd = ctx.saved_tensors
+    dx, dweight, dbias = _batch_norm_backward_op(dy, x, weight, mean, invstd, ctx.training)
+    if not ctx.has_weight:
+        dweight = dbias = None
+    return dx, dweight, dbias, None, None, None, None, None
+
+
+_batch_norm_op.register_autograd(_bn_backward, setup_context=_bn_setup)
+
+
+def _bn_supported(x, weight, bias, running_mean, running_var):
+    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.layout != torch.strided or x.dim() < 2:
+        return False
+    if _channels_last_view(x)[0] is None:
+        return False
+    for t in (weight, bias, running_mean, running_var):
+        if t is not None and (t.device.type != "cpu" or t.dtype != x.dtype or not t.is_contiguous()
+                              or t.dim() != 1 or t.shape[0] != x.shape[1]):
+            return False
+    return True
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5):
+    """torch.nn.functional.batch_norm on pybn's kernels (same arguments and
+    semantics, running statistics updated in place); PyTorch's own op for
+    what pybn does not cover."""
+    if not _bn_supported(x, weight, bias, running_mean, running_var) or (
+            not training and (running_mean is None or running_var is None)) or (
+            training and x.numel() // x.shape[1] < 2):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    y, _, _, new_mean, new_var = _batch_norm_op(x, weight, bias, running_mean, running_var, training,
+                                                float(momentum), float(eps))
+    if training:
+        with torch.no_grad():
+            if running_mean is not None:
+                running_mean.copy_(new_mean)
+            if running_var is not None:
+                running_var.copy_(new_var)
+    return y
+
+
+# ---- softmax family ------------------------------------------------------------------
+
+
+def _softmax_family(name):
+    """The custom op pybn::NAME (softmax or log_softmax) and its backward."""
+    @torch.library.custom_op(f"pybn::{name}", mutates_args=(), device_types="cpu")
+    def op(z: torch.Tensor, dim: int) -> torch.Tensor:
+        return _from(getattr(_pybn, name)(_np(z), axis=dim))
+
+    @op.register_fake
+    def _(z, dim):
+        return torch.empty_like(z, memory_format=torch.contiguous_format)
+
+    @torch.library.custom_op(f"pybn::{name}_backward", mutates_args=(), device_types="cpu")
+    def op_backward(grad: torch.Tensor, out: torch.Tensor, dim: int) -> torch.Tensor:
+        return _from(getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=dim))
+
+    @op_backward.register_fake
+    def _(grad, out, dim):
+        return torch.empty_like(out, memory_format=torch.contiguous_format)
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.dim = inputs[1]
+
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return op_backward(grad, out, ctx.dim), None
+
+    op.register_autograd(backward, setup_context=setup)
+    return op
+
+
+_softmax_op = _softmax_family("softmax")
+_log_softmax_op = _softmax_family("log_softmax")
+
+
+def _softmax_supported(z, dtype):
+    return (dtype is None and z.device.type == "cpu" and z.dtype in _FLOATS and z.layout == torch.strided
+            and z.is_contiguous() and z.dim() >= 1)
+
+
+def softmax(z, dim, dtype=None):
+    """torch.softmax on pybn's kernels (PyTorch's op otherwise)."""
+    if not _softmax_supported(z, dtype):
+        return torch.softmax(z, dim, dtype=dtype)
+    return _softmax_op(z, dim % z.dim())
+
+
+def log_softmax(z, dim, dtype=None):
+    """torch.log_softmax on pybn's kernels (PyTorch's op otherwise)."""
+    if not _softmax_supported(z, dtype):
+        return torch.log_softmax(z, dim, dtype=dtype)
+    return _log_softmax_op(z, dim % z.dim())
+
+
+# ---- cross-entropy -------------------------------------------------------------------
+
+
+@torch.library.custom_op("pybn::cross_entropy", mutates_args=(), device_types="cpu")
+def _cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float,
+                      reduction: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, dlogits): one fused pass; dlogits is the gradient of the loss
+    (per row for reduction 'none'), kept for backward."""
+    mode = ("none", "mean", "sum")[reduction]
+    loss, dlogits = _pybn.softmax_cross_entropy(_np(logits), _np(target), reduction=mode,
+                                                label_smoothing=label_smoothing)
+    loss = torch.from_numpy(loss) if mode == "none" else torch.tensor(loss, dtype=logits.dtype)
+    return loss, _from(dlogits)
+
+
+@_cross_entropy_op.register_fake
+def _(logits, target, label_smoothing, reduction):
+    loss = logits.new_empty(logits.shape[0]) if reduction == 0 else logits.new_empty(())
+    return loss, torch.empty_like(logits)
+
+
+def _ce_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.reduction = inputs[3]
+
+
+def _ce_backward(ctx, grad_loss, _grad_dlogits):
+    (dlogits,) = ctx.saved_tensors
+    grad = grad_loss.unsqueeze(1) * dlogits if ctx.reduction == 0 else grad_loss * dlogits
+    return grad, None, None, None
+
+
+_cross_entropy_op.register_autograd(_ce_backward, setup_context=_ce_setup)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """torch.nn.functional.cross_entropy on pybn's fused kernel: class
+    indices or probabilities, label smoothing, class weights, ignore_index
+    and the three reductions; PyTorch's op for what pybn does not cover."""
+    labels = target.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+    supported = (input.device.type == "cpu" and input.dtype in _FLOATS and input.dim() == 2
+                 and input.is_contiguous() and input.layout == torch.strided and reduction in _REDUCTIONS
+                 and target.device.type == "cpu" and (
+                     (labels and target.dim() == 1 and target.shape[0] == input.shape[0]) or
+                     (not labels and target.dtype == input.dtype and target.shape == input.shape
+                      and weight is None)))
+    if supported and weight is not None:
+        supported = (label_smoothing == 0.0 and weight.dtype == input.dtype and weight.device.type == "cpu"
+                     and weight.shape == (input.shape[1],))
+    if not supported or input.shape[0] == 0:
+        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=label_smoothing)
+    if not labels:
+        return _cross_entropy_op(input, target.contiguous(), float(label_smoothing), _REDUCTIONS[reduction])[0]
+    target = target.to(torch.int64).contiguous()
+    ignored = target == ignore_index
+    if weight is None and not bool(ignored.any()):
+        return _cross_entropy_op(input, target, float(label_smoothing), _REDUCTIONS[reduction])[0]
+    # per-row losses, then PyTorch's weighting: ignored rows count 0, and
+    # "mean" divides by the total weight of the rows that count
+    rows = _cross_entropy_op(input, torch.where(ignored, 0, target), float(label_smoothing), 0)[0]
+    row_weight = (~ignored).to(input.dtype)
+    if weight is not None:
+        row_weight = row_weight * weight[torch.where(ignored, 0, target)]
+    losses = rows * row_weight
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / row_weight.sum()
+
+
+# ---- modules ---------------------------------------------------------------------------
+
+
+class _PybnBatchNorm:
+    """forward of torch.nn's _BatchNorm, with the normalization on pybn."""
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        # as torch.nn.modules.batchnorm._BatchNorm.forward
+        exponential_average_factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                exponential_average_factor = 1.0 / float(self.num_batches_tracked)
+            else:
+                exponential_average_factor = self.momentum
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        return batch_norm(input, self.running_mean if use_running else None,
+                          self.running_var if use_running else None, self.weight, self.bias, bn_training,
+                          exponential_average_factor, self.eps)
+
+
+class BatchNorm1d(_PybnBatchNorm, torch.nn.BatchNorm1d):
+    """torch.nn.BatchNorm1d on pybn's kernels."""
+
+
+class BatchNorm2d(_PybnBatchNorm, torch.nn.BatchNorm2d):
+    """torch.nn.BatchNorm2d on pybn's kernels."""
+
+
+class BatchNorm3d(_PybnBatchNorm, torch.nn.BatchNorm3d):
+    """torch.nn.BatchNorm3d on pybn's kernels."""
+
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """torch.nn.CrossEntropyLoss on pybn's fused kernel."""
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+_SWAPS = {torch.nn.BatchNorm1d: BatchNorm1d, torch.nn.BatchNorm2d: BatchNorm2d,
+          torch.nn.BatchNorm3d: BatchNorm3d}
+
+
+def patch(model):
+    """Make every torch.nn.BatchNorm1d/2d/3d of `model` (itself included)
+    run on pybn, in place: the same module objects, parameters, buffers and
+    optimizer references; only their class changes. Returns the model."""
+    for module in model.modules():
+        if type(module) in _SWAPS:
+            module.__class__ = _SWAPS[type(module)]
+    return model
+
+
+def unpatch(model):
+    """Undo patch(): the batch-norm layers run on PyTorch's kernels again."""
+    back = {pybn_cls: torch_cls for torch_cls, pybn_cls in _SWAPS.items()}
+    for module in model.modules():
+        if type(module) in back:
+            module.__class__ = back[type(module)]
+    return model

@@ -1,0 +1,275 @@
+"""pybn.torch: parity with torch.nn on forward, backward and running
+statistics; gradcheck in float64; torch.library.opcheck; fallbacks;
+state_dict round trips; patch/unpatch; a small CNN trained on digits.
+Needs PyTorch (CI installs torch==2.13.0 for these); skipped without it."""
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pt = pytest.importorskip("pybn.torch")
+
+from torch.library import opcheck  # noqa: E402
+
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def _pair(cls_torch, cls_pybn, *args, dtype=torch.float32, **kwargs):
+    ref = cls_torch(*args, **kwargs).to(dtype)
+    mine = cls_pybn(*args, **kwargs).to(dtype)
+    with torch.no_grad():
+        if ref.weight is not None:
+            ref.weight.uniform_(0.5, 2.0)
+            ref.bias.uniform_(-1, 1)
+    mine.load_state_dict(ref.state_dict())
+    return ref, mine
+
+
+CASES = [
+    (torch.nn.BatchNorm1d, pt.BatchNorm1d, (7, 5), torch.contiguous_format),
+    (torch.nn.BatchNorm1d, pt.BatchNorm1d, (6, 5, 9), torch.contiguous_format),
+    (torch.nn.BatchNorm2d, pt.BatchNorm2d, (4, 5, 6, 7), torch.contiguous_format),
+    (torch.nn.BatchNorm2d, pt.BatchNorm2d, (4, 5, 6, 7), torch.channels_last),
+    (torch.nn.BatchNorm3d, pt.BatchNorm3d, (2, 5, 3, 4, 5), torch.contiguous_format),
+    (torch.nn.BatchNorm3d, pt.BatchNorm3d, (2, 5, 3, 4, 5), torch.channels_last_3d),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls_torch,cls_pybn,shape,fmt", CASES)
+@pytest.mark.parametrize("options", [dict(), dict(momentum=None), dict(affine=False),
+                                     dict(track_running_stats=False), dict(momentum=0.3, eps=1e-3)])
+def test_batch_norm_modules_match_torch_nn(cls_torch, cls_pybn, shape, fmt, dtype, options):
+    torch.manual_seed(0)
+    ref, mine = _pair(cls_torch, cls_pybn, shape[1], dtype=dtype, **options)
+    for step in range(3):  # training steps update the running statistics identically
+        x = (torch.randn(shape, dtype=dtype) * 3 + 1).to(memory_format=fmt)
+        xr, xm = x.clone().requires_grad_(), x.clone().requires_grad_()
+        yr, ym = ref(xr), mine(xm)
+        torch.testing.assert_close(ym, yr, **TOL[dtype])
+        if fmt != torch.contiguous_format:
+            assert ym.is_contiguous(memory_format=fmt)  # channels-last in, channels-last out
+        g = torch.randn_like(yr)
+        yr.backward(g)
+        ym.backward(g)
+        torch.testing.assert_close(xm.grad, xr.grad, **TOL[dtype])
+        if ref.weight is not None:
+            torch.testing.assert_close(mine.weight.grad, ref.weight.grad, **TOL[dtype])
+            torch.testing.assert_close(mine.bias.grad, ref.bias.grad, **TOL[dtype])
+    for name, value in ref.state_dict().items():
+        torch.testing.assert_close(mine.state_dict()[name], value, **TOL[dtype])
+    ref.eval()
+    mine.eval()
+    x = torch.randn(shape, dtype=dtype).to(memory_format=fmt).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    yr, ym = ref(x), mine(x2)
+    torch.testing.assert_close(ym, yr, **TOL[dtype])
+    yr.sum().backward()
+    ym.sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad, **TOL[dtype])
+
+
+def test_state_dict_loads_both_ways_with_num_batches_tracked():
+    ref = torch.nn.BatchNorm2d(4)
+    ref(torch.randn(3, 4, 5, 5))
+    mine = pt.BatchNorm2d(4)
+    assert list(mine.state_dict()) == list(ref.state_dict())
+    mine.load_state_dict(ref.state_dict())
+    assert int(mine.num_batches_tracked) == 1
+    mine(torch.randn(3, 4, 5, 5))
+    back = torch.nn.BatchNorm2d(4)
+    back.load_state_dict(mine.state_dict())
+    assert int(back.num_batches_tracked) == 2
+    assert isinstance(mine, torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_gradcheck_batch_norm_float64(fmt):
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 3, 3, dtype=torch.float64).to(memory_format=fmt).requires_grad_()
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: pt.batch_norm(x, None, None, w, b, True), (x, w, b))
+    rm, rv = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(lambda x, w, b: pt.batch_norm(x, rm, rv, w, b, False), (x, w, b))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_gradcheck_softmax_family_float64(dim):
+    z = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: pt.softmax(z, dim), (z,))
+    assert torch.autograd.gradcheck(lambda z: pt.log_softmax(z, dim), (z,))
+    torch.testing.assert_close(pt.softmax(z, dim), torch.softmax(z, dim))
+    torch.testing.assert_close(pt.log_softmax(z, dim), torch.log_softmax(z, dim))
+
+
+CE_CASES = [
+    dict(), dict(reduction="sum"), dict(reduction="none"), dict(label_smoothing=0.1),
+    dict(ignore_index=2), dict(weight="w"), dict(weight="w", reduction="none"), dict(weight="w", ignore_index=1),
+    dict(weight="w", label_smoothing=0.2),  # not covered by pybn: PyTorch's op
+    dict(label_smoothing=0.3, ignore_index=0, reduction="sum"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", CE_CASES)
+def test_cross_entropy_matches_torch_with_labels(dtype, options):
+    torch.manual_seed(2)
+    z = torch.randn(9, 5, dtype=dtype) * 3
+    t = torch.tensor([0, 1, 2, 3, 4, 2, 1, 0, 2])
+    options = {k: (torch.rand(5, dtype=dtype) + 0.1 if v == "w" else v) for k, v in options.items()}
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a = torch.nn.functional.cross_entropy(za, t, **options)
+    b = pt.cross_entropy(zb, t, **options)
+    torch.testing.assert_close(b, a, **TOL[dtype])
+    g = torch.rand_like(a)
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(zb.grad, za.grad, **TOL[dtype])
+    loss = pt.CrossEntropyLoss(**options)
+    torch.testing.assert_close(loss(z, t), a.detach(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+def test_cross_entropy_with_probabilities_and_gradcheck(smoothing):
+    torch.manual_seed(3)
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    q = torch.softmax(torch.randn(6, 4, dtype=torch.float64), 1)
+    torch.testing.assert_close(pt.cross_entropy(z, q, label_smoothing=smoothing),
+                               torch.nn.functional.cross_entropy(z, q, label_smoothing=smoothing))
+    assert torch.autograd.gradcheck(lambda z: pt.cross_entropy(z, q, label_smoothing=smoothing), (z,))
+    t = torch.tensor([0, 3, 1, 2, 2, 0])
+    assert torch.autograd.gradcheck(lambda z: pt.cross_entropy(z, t, reduction="none"), (z,))
+
+
+def test_opcheck_passes_for_every_operator():
+    x = torch.randn(8, 3, 4, 4)
+    stats = (torch.zeros(3), torch.ones(3))
+    opcheck(pt._batch_norm_op, (x, torch.ones(3), torch.zeros(3), *stats, True, 0.1, 1e-5))
+    opcheck(pt._batch_norm_op, (x, None, None, *stats, False, 0.1, 1e-5))
+    opcheck(pt._batch_norm_op, (x.to(memory_format=torch.channels_last), None, None, None, None, True, 0.1, 1e-5))
+    opcheck(pt._batch_norm_backward_op, (torch.randn(8, 3, 4, 4), x, torch.ones(3), torch.zeros(3),
+                                         torch.ones(3), True))
+    for op in (pt._softmax_op, pt._log_softmax_op):
+        opcheck(op, (torch.randn(5, 7), 1))
+        opcheck(op, (torch.randn(5, 7, 2), 0))
+    opcheck(pt._cross_entropy_op, (torch.randn(5, 7), torch.tensor([0, 1, 2, 3, 6]), 0.1, 1))
+    opcheck(pt._cross_entropy_op, (torch.randn(5, 7), torch.softmax(torch.randn(5, 7), 1), 0.0, 0))
+
+
+def test_what_pybn_does_not_cover_falls_back_to_torch():
+    torch.manual_seed(4)
+    cases = [
+        torch.randn(4, 3, 5, 5, dtype=torch.float16),          # another dtype
+        torch.randn(4, 3, 5, 5)[:, :, ::2],                     # another layout (strided)
+        torch.randn(4, 3, 5, 5).to(torch.bfloat16),
+    ]
+    for x in cases:
+        ref = torch.nn.BatchNorm2d(3).to(x.dtype)
+        mine = pt.BatchNorm2d(3).to(x.dtype)
+        torch.testing.assert_close(mine(x), ref(x))
+    # softmax with a dtype= argument, cross-entropy over (N, C, d) targets
+    z = torch.randn(3, 4)
+    torch.testing.assert_close(pt.softmax(z, 1, dtype=torch.float64), torch.softmax(z, 1, dtype=torch.float64))
+    z3, t3 = torch.randn(2, 4, 5), torch.randint(0, 4, (2, 5))
+    torch.testing.assert_close(pt.cross_entropy(z3, t3), torch.nn.functional.cross_entropy(z3, t3))
+    # and PyTorch's own errors where PyTorch raises them
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        pt.BatchNorm1d(3)(torch.randn(1, 3))
+
+
+def test_zero_copy_in_and_out(monkeypatch):
+    # The kernels read the tensors' own memory and their outputs become the
+    # returned tensors: record the addresses the NumPy layer sees.
+    seen = {}
+    real_bn, real_softmax = pt._pybn.batch_norm_forward, pt._pybn.softmax
+
+    def bn(x, *args, **kwargs):
+        seen["x"] = x.__array_interface__["data"][0]
+        out = real_bn(x, *args, **kwargs)
+        seen["y"] = out.y.__array_interface__["data"][0]
+        return out
+
+    def softmax(z, *args, **kwargs):
+        seen["z"] = z.__array_interface__["data"][0]
+        seen["p"] = (out := real_softmax(z, *args, **kwargs)).__array_interface__["data"][0]
+        return out
+
+    monkeypatch.setattr(pt._pybn, "batch_norm_forward", bn)
+    monkeypatch.setattr(pt._pybn, "softmax", softmax)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(6, 4, 5, 5).to(memory_format=fmt)
+        rm, rv = torch.zeros(4), torch.ones(4)
+        y = pt.batch_norm(x, rm, rv, training=True)
+        assert seen["x"] == x.data_ptr() and seen["y"] == y.data_ptr()
+        assert rm.abs().sum() > 0  # the running statistics were updated
+    z = torch.randn(16, 8)
+    p = pt.softmax(z, 1)
+    assert seen["z"] == z.data_ptr() and seen["p"] == p.data_ptr()
+
+
+def test_patch_and_unpatch_swap_batch_norm_in_place():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 8), torch.nn.BatchNorm1d(8))
+    params = [id(p) for p in model.parameters()]
+    pt.patch(model)
+    assert type(model[1]) is pt.BatchNorm2d and type(model[5]) is pt.BatchNorm1d
+    assert [id(p) for p in model.parameters()] == params  # optimizers keep working
+    model(torch.randn(5, 1, 8, 8))
+    pt.unpatch(model)
+    assert type(model[1]) is torch.nn.BatchNorm2d and type(model[5]) is torch.nn.BatchNorm1d
+
+
+def test_torch_compile_runs_the_custom_ops_without_graph_breaks():
+    model = pt.patch(torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5)))
+    x = torch.randn(10, 6)
+    expected = model(x)
+    model.num_batches_tracked = None
+    explanation = torch._dynamo.explain(lambda x: pt.softmax(pt.batch_norm(x, None, None, None, None, True), 1))(x)
+    assert explanation.graph_break_count == 0
+    compiled = torch.compile(lambda x: pt.log_softmax(x, 1), backend="aot_eager")
+    torch.testing.assert_close(compiled(expected.detach()), torch.log_softmax(expected.detach(), 1))
+
+
+def _digits():
+    from pybn import datasets
+    X, y = datasets.load_digits()
+    split = datasets.split_standardize(X, y, seed=0)
+    as_images = lambda a: torch.tensor(a, dtype=torch.float32).reshape(-1, 1, 8, 8)  # noqa: E731
+    return (as_images(split.X_train), torch.tensor(split.y_train), as_images(split.X_test),
+            torch.tensor(split.y_test))
+
+
+def _cnn():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(32 * 16, 10))
+
+
+def _train(model, loss_fn, data, epochs=4):
+    X, y, X_test, y_test = data
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(X), generator=g).split(32):
+            opt.zero_grad()
+            loss_fn(model(X[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        return float((model(X_test).argmax(1) == y_test).float().mean())
+
+
+def test_a_small_cnn_on_digits_learns_as_well_with_pybn_batch_norm():
+    torch.manual_seed(0)
+    data = _digits()
+    base = _cnn()
+    ours = pt.patch(copy.deepcopy(base))
+    acc_torch = _train(base, torch.nn.CrossEntropyLoss(), data)
+    acc_pybn = _train(ours, pt.CrossEntropyLoss(), data)
+    assert acc_torch > 0.95 and acc_pybn > 0.95
+    assert abs(acc_torch - acc_pybn) <= 0.02
