@@ -10,12 +10,16 @@ def add_parser(subparsers):
     p.add_argument("--threads", type=int, help="threads for pybn and PyTorch (default: all cores)")
     p.add_argument("--full", action="store_true", help="longer timings (default: quick)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--torch-step", action="store_true",
+                   help="time a small CNN's training step with torch.nn batch norm and with pybn.torch.patch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
 
 def _main(args):
     checks.positive("--threads", args.threads)
+    if args.torch_step:
+        return _torch_step(args)
     rows, bandwidth, threads = bench.run(args.kernel, args.threads, quick=not args.full,
                                    with_torch=not args.no_torch, progress=not args.no_progress)
     have_torch = all("torch" in r for r in rows)
@@ -24,4 +28,22 @@ def _main(args):
         print(f"geometric-mean speedup over PyTorch: {bench.geomean([r['torch'] / r['pybn'] for r in rows]):.2f}x")
     print(f"geometric-mean speedup over the NumPy reference: "
           f"{bench.geomean([r['reference'] / r['pybn'] for r in rows]):.1f}x")
+    return 0
+
+
+def _torch_step(args):
+    from .. import _threads
+    if bench._torch() is None:
+        raise checks.UsageError("--torch-step needs PyTorch: pip install 'pybn[torch]'")
+    from ..bench_torch import cnn_step
+    threads = args.threads or _threads.get_num_threads()
+    rounds = 60 if args.full else 20
+    print(f"CNN training step, batch 32, 3x32x32 inputs, 3 conv-BN-ReLU blocks, SGD; threads {threads}; "
+          f"{rounds} interleaved rounds; median (best) ms")
+    for channels_last in (False, True):
+        t = cnn_step(threads, rounds=rounds, channels_last=channels_last)
+        layout = "channels-last" if channels_last else "NCHW"
+        print(f"  {layout:13s} torch.nn {t['torch'][0] * 1e3:8.2f} ({t['torch'][1] * 1e3:.2f})   "
+              f"pybn.torch.patch {t['pybn'][0] * 1e3:8.2f} ({t['pybn'][1] * 1e3:.2f})   "
+              f"speedup {t['torch'][0] / t['pybn'][0]:.2f}x ({t['torch'][1] / t['pybn'][1]:.2f}x)")
     return 0

@@ -11,6 +11,7 @@ name for a new study). --compare-batchnorm instead runs the same random
 learning-rate search with and without batch norm and reports how wide the
 band of good rates is.
 """
+import logging
 import math
 import os
 import sys
@@ -88,6 +89,9 @@ def _dask_client(address):
         from distributed import Client
     except ImportError:
         raise UsageError("--dask needs Dask: pip install 'pybn[dask]'") from None
+    # Dask logs its own tracebacks when a connection drops; this command
+    # reports what happened to the study in one line instead.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=5)
     except (OSError, TimeoutError, ValueError) as exc:
