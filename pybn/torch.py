@@ -64,6 +64,25 @@ def _restore(a, back):
     return t if back is None else t.permute(back)
 
 
+def _batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    """(y, mean, invstd, new running_mean, new running_var) on pybn's kernel."""
+    view, axis, back, w, b = _bn_arrays(x, weight, bias)
+    rm = _np(running_mean).copy() if running_mean is not None else None
+    rv = _np(running_var).copy() if running_var is not None else None
+    y, mean, invstd = _pybn.batch_norm_forward(_np(view), w, b, running_mean=rm, running_var=rv,
+                                               training=training, momentum=momentum, eps=eps, axis=axis)
+    return (_restore(y, back), _from(mean), _from(invstd), x.new_empty(0) if rm is None else _from(rm),
+            x.new_empty(0) if rv is None else _from(rv))
+
+
+def _batch_norm_backward_impl(dy, x, weight, mean, invstd, training):
+    view, axis, back, w, _ = _bn_arrays(x, weight, None)
+    dy_view, _, _ = _channels_last_view(dy.contiguous(memory_format=_memory_format(x)))
+    dx, dgamma, dbeta = _pybn.batch_norm_backward(_np(dy_view), _np(view), w, _np(mean), _np(invstd),
+                                                  training=training, axis=axis)
+    return _restore(dx, back), _from(dgamma), _from(dbeta)
+
+
 @torch.library.custom_op("pybn::batch_norm", mutates_args=(), device_types="cpu")
 def _batch_norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                    running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
@@ -72,13 +91,7 @@ def _batch_norm_op(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Ten
     """(y, mean, invstd, new running_mean, new running_var): functional, as
     torch.library wants for autograd; batch_norm() copies the new running
     statistics (C values each) into the buffers."""
-    view, axis, back, w, b = _bn_arrays(x, weight, bias)
-    rm = _np(running_mean).copy() if running_mean is not None else None
-    rv = _np(running_var).copy() if running_var is not None else None
-    y, mean, invstd = _pybn.batch_norm_forward(_np(view), w, b, running_mean=rm, running_var=rv,
-                                               training=training, momentum=momentum, eps=eps, axis=axis)
-    return (_restore(y, back), _from(mean), _from(invstd), x.new_empty(0) if rm is None else _from(rm),
-            x.new_empty(0) if rv is None else _from(rv))
+    return _batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps)
 
 
 @_batch_norm_op.register_fake
@@ -92,11 +105,7 @@ def _(x, weight, bias, running_mean, running_var, training, momentum, eps):
 def _batch_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None,
                             mean: torch.Tensor, invstd: torch.Tensor,
                             training: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    view, axis, back, w, _ = _bn_arrays(x, weight, None)
-    dy_view, _, _ = _channels_last_view(dy.contiguous(memory_format=_memory_format(x)))
-    dx, dgamma, dbeta = _pybn.batch_norm_backward(_np(dy_view), _np(view), w, _np(mean), _np(invstd),
-                                                  training=training, axis=axis)
-    return _restore(dx, back), _from(dgamma), _from(dbeta)
+    return _batch_norm_backward_impl(dy, x, weight, mean, invstd, training)
 
 
 @_batch_norm_backward_op.register_fake
@@ -121,15 +130,43 @@ def _bn_setup(ctx, inputs, output):
     ctx.has_weight = weight is not None
 
 
-def _bn_backward(ctx, dy, _dmean, _dinvstd, _drm, _drv):
+def _bn_gradients(ctx, dy, backward):
     x, weight, mean, invstd = ctx.saved_tensors
-    dx, dweight, dbias = _batch_norm_backward_op(dy, x, weight, mean, invstd, ctx.training)
+    dx, dweight, dbias = backward(dy, x, weight, mean, invstd, ctx.training)
     if not ctx.has_weight:
         dweight = dbias = None
     return dx, dweight, dbias, None, None, None, None, None
 
 
+def _bn_backward(ctx, dy, _dmean, _dinvstd, _drm, _drv):
+    return _bn_gradients(ctx, dy, _batch_norm_backward_op)
+
+
 _batch_norm_op.register_autograd(_bn_backward, setup_context=_bn_setup)
+
+
+class _BatchNormFunction(torch.autograd.Function):
+    """The same forward and backward for eager mode: torch.library's
+    dispatch costs about 0.1-0.2 ms a call in Python, as much as the kernel
+    at CNN sizes; torch.compile traces the custom op instead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        out = _batch_norm_impl(x, weight, bias, running_mean, running_var, training, momentum, eps)
+        _bn_setup(ctx, (x, weight, bias, running_mean, running_var, training, momentum, eps), out)
+        ctx.mark_non_differentiable(*out[1:])
+        ctx.set_materialize_grads(False)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy, *_):
+        if dy is None:  # y did not reach the loss
+            return (None,) * 8
+        return _bn_gradients(ctx, dy, _batch_norm_backward_impl)
+
+
+def _eager():
+    return not torch.compiler.is_compiling()
 
 
 def _bn_supported(x, weight, bias, running_mean, running_var):
@@ -153,8 +190,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             not training and (running_mean is None or running_var is None)) or (
             training and x.numel() // x.shape[1] < 2):
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    y, _, _, new_mean, new_var = _batch_norm_op(x, weight, bias, running_mean, running_var, training,
-                                                float(momentum), float(eps))
+    op = _BatchNormFunction.apply if _eager() else _batch_norm_op
+    y, _, _, new_mean, new_var = op(x, weight, bias, running_mean, running_var, training, float(momentum),
+                                    float(eps))
     if training:
         with torch.no_grad():
             if running_mean is not None:
@@ -194,11 +232,26 @@ def _softmax_family(name):
         return op_backward(grad, out, ctx.dim), None
 
     op.register_autograd(backward, setup_context=setup)
-    return op
+
+    class Eager(torch.autograd.Function):
+        """The same op for eager mode, without torch.library's dispatch cost."""
+
+        @staticmethod
+        def forward(ctx, z, dim):
+            out = _from(getattr(_pybn, name)(_np(z), axis=dim))
+            setup(ctx, (z, dim), out)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            (out,) = ctx.saved_tensors
+            return _from(getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=ctx.dim)), None
+
+    return op, Eager.apply
 
 
-_softmax_op = _softmax_family("softmax")
-_log_softmax_op = _softmax_family("log_softmax")
+_softmax_op, _softmax_eager = _softmax_family("softmax")
+_log_softmax_op, _log_softmax_eager = _softmax_family("log_softmax")
 
 
 def _softmax_supported(z, dtype):
@@ -210,17 +263,25 @@ def softmax(z, dim, dtype=None):
     """torch.softmax on pybn's kernels (PyTorch's op otherwise)."""
     if not _softmax_supported(z, dtype):
         return torch.softmax(z, dim, dtype=dtype)
-    return _softmax_op(z, dim % z.dim())
+    return (_softmax_eager if _eager() else _softmax_op)(z, dim % z.dim())
 
 
 def log_softmax(z, dim, dtype=None):
     """torch.log_softmax on pybn's kernels (PyTorch's op otherwise)."""
     if not _softmax_supported(z, dtype):
         return torch.log_softmax(z, dim, dtype=dtype)
-    return _log_softmax_op(z, dim % z.dim())
+    return (_log_softmax_eager if _eager() else _log_softmax_op)(z, dim % z.dim())
 
 
 # ---- cross-entropy -------------------------------------------------------------------
+
+
+def _cross_entropy_impl(logits, target, label_smoothing, reduction):
+    mode = ("none", "mean", "sum")[reduction]
+    loss, dlogits = _pybn.softmax_cross_entropy(_np(logits), _np(target), reduction=mode,
+                                                label_smoothing=label_smoothing)
+    loss = torch.from_numpy(loss) if mode == "none" else torch.tensor(loss, dtype=logits.dtype)
+    return loss, _from(dlogits)
 
 
 @torch.library.custom_op("pybn::cross_entropy", mutates_args=(), device_types="cpu")
@@ -228,11 +289,7 @@ def _cross_entropy_op(logits: torch.Tensor, target: torch.Tensor, label_smoothin
                       reduction: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, dlogits): one fused pass; dlogits is the gradient of the loss
     (per row for reduction 'none'), kept for backward."""
-    mode = ("none", "mean", "sum")[reduction]
-    loss, dlogits = _pybn.softmax_cross_entropy(_np(logits), _np(target), reduction=mode,
-                                                label_smoothing=label_smoothing)
-    loss = torch.from_numpy(loss) if mode == "none" else torch.tensor(loss, dtype=logits.dtype)
-    return loss, _from(dlogits)
+    return _cross_entropy_impl(logits, target, label_smoothing, reduction)
 
 
 @_cross_entropy_op.register_fake
@@ -255,6 +312,25 @@ def _ce_backward(ctx, grad_loss, _grad_dlogits):
 _cross_entropy_op.register_autograd(_ce_backward, setup_context=_ce_setup)
 
 
+class _CrossEntropyFunction(torch.autograd.Function):
+    """The fused op for eager mode (see _BatchNormFunction)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, label_smoothing, reduction):
+        out = _cross_entropy_impl(logits, target, label_smoothing, reduction)
+        _ce_setup(ctx, (logits, target, label_smoothing, reduction), out)
+        ctx.mark_non_differentiable(out[1])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_dlogits):
+        return _ce_backward(ctx, grad_loss, None)
+
+
+def _ce(*args):
+    return (_CrossEntropyFunction.apply if _eager() else _cross_entropy_op)(*args)[0]
+
+
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """torch.nn.functional.cross_entropy on pybn's fused kernel: class
     indices or probabilities, label smoothing, class weights, ignore_index
@@ -273,14 +349,16 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
                                label_smoothing=label_smoothing)
     if not labels:
-        return _cross_entropy_op(input, target.contiguous(), float(label_smoothing), _REDUCTIONS[reduction])[0]
+        return _ce(input, target.contiguous(), float(label_smoothing), _REDUCTIONS[reduction])
     target = target.to(torch.int64).contiguous()
     ignored = target == ignore_index
-    if weight is None and not bool(ignored.any()):
-        return _cross_entropy_op(input, target, float(label_smoothing), _REDUCTIONS[reduction])[0]
+    # eager: one fused call when nothing is ignored; traced code takes the
+    # general path below, which has no data-dependent branch
+    if weight is None and _eager() and not bool(ignored.any()):
+        return _ce(input, target, float(label_smoothing), _REDUCTIONS[reduction])
     # per-row losses, then PyTorch's weighting: ignored rows count 0, and
     # "mean" divides by the total weight of the rows that count
-    rows = _cross_entropy_op(input, torch.where(ignored, 0, target), float(label_smoothing), 0)[0]
+    rows = _ce(input, torch.where(ignored, 0, target), float(label_smoothing), 0)
     row_weight = (~ignored).to(input.dtype)
     if weight is not None:
         row_weight = row_weight * weight[torch.where(ignored, 0, target)]
