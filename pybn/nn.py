@@ -105,7 +105,7 @@ class Dense(Module):
     """y = x @ W + b. init="he" (ReLU nets) or "xavier" (tanh nets).
     Build it with bias=False when a BatchNorm follows: beta replaces b."""
 
-    def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float64):
+    def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float32):
         in_features = _positive_int(in_features, "in_features")
         out_features = _positive_int(out_features, "out_features")
         if init not in ("he", "xavier"):
@@ -126,6 +126,7 @@ class Dense(Module):
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x: expected shape (m, {self.in_features}), got {x.shape}")
+        _check_dtype(x, self.W.data.dtype)
         self._x = x
         y = x @ self.W.data
         if self.b is not None:
@@ -143,7 +144,7 @@ class BatchNorm(Module):
     """Batch normalization of each feature (channel `axis`): batch statistics
     in training, the running averages (EWMA with `momentum`) in eval."""
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5, axis=1, dtype=np.float64):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, axis=1, dtype=np.float32):
         num_features = _positive_int(num_features, "num_features")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
@@ -167,6 +168,7 @@ class BatchNorm(Module):
         return [("running_mean", self.running_mean), ("running_var", self.running_var)]
 
     def forward(self, x):
+        _check_dtype(x, self.gamma.data.dtype)
         # Training steps write into the same buffer each time (no page
         # faults for a fresh output); eval outputs are handed to the caller,
         # so they get new arrays.
@@ -188,6 +190,14 @@ class BatchNorm(Module):
         self.gamma.grad[...] = dgamma
         self.beta.grad[...] = dbeta
         return dx
+
+
+def _check_dtype(x, dtype):
+    """Layers compute in their parameters' dtype, as PyTorch's: data of
+    another float dtype is a mistake to report, not to promote silently."""
+    if x.dtype != dtype:
+        raise TypeError(f"x: expected {dtype} like the layer's parameters, got {x.dtype} "
+                        f"(cast the data, or build the model with dtype={x.dtype.name!r})")
 
 
 def _reuse(buffer, like):

@@ -60,6 +60,8 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
     max_iter : int, default 200 (epochs)
     alpha : float, default 1e-4 (L2 penalty)
     shuffle : bool, default True (shuffle the examples every epoch)
+    dtype : {"float32", "float64"}, default "float32": the parameters' and
+        computation's precision (the data is cast to it)
     tol, n_iter_no_change : stop when the training loss (or, with
         early_stopping, the validation accuracy) stops improving by tol
     early_stopping : bool, default False: hold out validation_fraction of
@@ -79,7 +81,7 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
                  solver="adam", learning_rate_init=1e-3, momentum=0.9, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, batch_size=64, max_iter=200, alpha=1e-4, shuffle=True, tol=1e-4,
                  n_iter_no_change=10, early_stopping=False, validation_fraction=0.1, verbose=False,
-                 warm_start=False, random_state=None):
+                 warm_start=False, dtype="float32", random_state=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.batch_norm = batch_norm
         self.activation = activation
@@ -99,6 +101,7 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.verbose = verbose
         self.warm_start = warm_start
+        self.dtype = dtype
         self.random_state = random_state
 
     def _validate_params_values(self):
@@ -123,6 +126,8 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"alpha: expected a number >= 0, got {self.alpha!r}")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction: expected a number in (0, 1), got {self.validation_fraction!r}")
+        if self.dtype not in ("float32", "float64", np.float32, np.float64):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         for name in ("shuffle", "early_stopping", "verbose", "warm_start", "batch_norm"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
@@ -145,7 +150,7 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         self.model_ = _train.build_mlp(X.shape[1], len(self.classes_), hidden=sizes,
                                        batch_norm=self.batch_norm, activation=self.activation,
-                                       seed=self._seed)
+                                       seed=self._seed, dtype=np.dtype(self.dtype).name)
         self._optimizer_ = self._optimizer(self.model_.parameters())
         self.history_ = _train.History()
         self.n_iter_ = 0
@@ -212,15 +217,15 @@ class BNClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return self.model_.forward(X)
+        return self.model_.forward(X.astype(_train.model_dtype(self.model_), copy=False))
 
     def predict_proba(self, X):
         from .functional import softmax
-        return softmax(self._logits(X), axis=1)
+        return softmax(self._logits(X).astype(np.float64), axis=1)  # probabilities as scikit-learn's
 
     def predict_log_proba(self, X):
         from .functional import log_softmax
-        return log_softmax(self._logits(X), axis=1)
+        return log_softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict(self, X):
         logits = self._logits(X)

@@ -39,11 +39,15 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def build_mlp(n_features, n_classes, hidden=(128, 64), batch_norm=True, activation="relu",
-              seed=0, momentum=0.1):
+              seed=0, momentum=0.1, dtype="float32"):
     """Dense -> [BatchNorm] -> activation, for each hidden width, then a
     Dense to the logits. Dense layers before a BatchNorm have no bias (beta
-    replaces it). The config is kept on the model so checkpoints can rebuild
-    it."""
+    replaces it). Parameters are float32 (as PyTorch's) unless
+    dtype="float64". The config is kept on the model so checkpoints can
+    rebuild it."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype}")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation: expected one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     hidden = [int(h) for h in hidden]
@@ -53,16 +57,16 @@ def build_mlp(n_features, n_classes, hidden=(128, 64), batch_norm=True, activati
     init = "he" if activation == "relu" else "xavier"
     layers, width = [], n_features
     for h in hidden:
-        layers.append(nn.Dense(width, h, bias=not batch_norm, init=init, rng=rng))
+        layers.append(nn.Dense(width, h, bias=not batch_norm, init=init, rng=rng, dtype=dtype))
         if batch_norm:
-            layers.append(nn.BatchNorm(h, momentum=momentum))
+            layers.append(nn.BatchNorm(h, momentum=momentum, dtype=dtype))
         layers.append(_ACTIVATIONS[activation]())
         width = h
-    layers.append(nn.Dense(width, n_classes, init="xavier", rng=rng))
+    layers.append(nn.Dense(width, n_classes, init="xavier", rng=rng, dtype=dtype))
     model = nn.Sequential(*layers)
     model.config = dict(n_features=int(n_features), n_classes=int(n_classes), hidden=hidden,
                         batch_norm=bool(batch_norm), activation=activation, seed=int(seed),
-                        momentum=float(momentum))
+                        momentum=float(momentum), dtype=dtype.name)
     return model
 
 
@@ -100,8 +104,15 @@ def _batches(order, batch_size):
     return batches
 
 
+def model_dtype(model):
+    """The dtype of a model's parameters (the data is cast to it once)."""
+    params = model.parameters()
+    return params[0].data.dtype if params else np.dtype(np.float64)
+
+
 def evaluate(model, X, y, loss=None, batch_size=4096):
     """(mean loss, accuracy) of the model in eval mode."""
+    X = np.asarray(X, dtype=model_dtype(model))
     loss = loss or nn.SoftmaxCrossEntropy()
     was_training = model.training
     model.eval()
@@ -131,6 +142,12 @@ def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, 
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"X, y: expected X (m, n) and y (m,), got {X.shape} and {np.shape(y)}")
+    # the data in the parameters' dtype, once (float64 data would otherwise
+    # promote every float32 layer's output to float64)
+    dtype = model_dtype(model)
+    X = np.asarray(X, dtype=dtype)
+    if validation_data is not None:
+        validation_data = (np.asarray(validation_data[0], dtype=dtype), validation_data[1])
     loss = loss or nn.SoftmaxCrossEntropy()
     history = History() if history is None else history
     if schedule is not None:
@@ -318,7 +335,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     if model is None:
         if not meta["model"]:
             raise ValueError("checkpoint: no model config stored; pass model= to load into")
-        model = build_mlp(**meta["model"])
+        model = build_mlp(**{"dtype": "float64", **meta["model"]})  # files before float32 were float64
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
     saved = {k[6:]: v for k, v in arrays.items() if k.startswith("optim.")}
     if optimizer is not None:

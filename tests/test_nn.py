@@ -20,7 +20,8 @@ def _network_loss_and_grads(model, X, y):
 def test_whole_network_gradients_match_finite_differences(batch_norm, activation, rng):
     X = rng.standard_normal((12, 5))
     y = rng.integers(0, 3, 12)
-    model = build_mlp(5, 3, hidden=(7, 6), batch_norm=batch_norm, activation=activation, seed=1)
+    model = build_mlp(5, 3, hidden=(7, 6), batch_norm=batch_norm, activation=activation, seed=1,
+                      dtype="float64")
     if batch_norm:  # non-trivial gamma/beta
         for layer in model:
             if isinstance(layer, nn.BatchNorm):
@@ -58,7 +59,7 @@ def test_dense_before_batchnorm_has_no_bias():
 
 
 def test_batchnorm_train_uses_batch_stats_eval_uses_running_averages(rng):
-    bn = nn.BatchNorm(3, momentum=0.5)
+    bn = nn.BatchNorm(3, momentum=0.5, dtype=np.float64)
     X = rng.standard_normal((50, 3)) * 2 + 5
     y_train = bn.forward(X)
     np.testing.assert_allclose(y_train.mean(0), 0, atol=1e-12)
@@ -74,7 +75,7 @@ def test_batchnorm_train_uses_batch_stats_eval_uses_running_averages(rng):
 
 
 def test_batchnorm_training_reuses_its_output_buffer(rng):
-    bn = nn.BatchNorm(4)
+    bn = nn.BatchNorm(4, dtype=np.float64)
     X = rng.standard_normal((8, 4))
     first = bn.forward(X)
     second = bn.forward(X + 1)
@@ -85,7 +86,9 @@ def test_batchnorm_training_reuses_its_output_buffer(rng):
 
 def test_state_dict_round_trip_and_errors(rng):
     model = build_mlp(4, 3, hidden=(5,), seed=0)
-    model.forward(rng.standard_normal((6, 4)))
+    model.forward(rng.standard_normal((6, 4)).astype(np.float32))
+    with pytest.raises(TypeError, match="x: expected float32 like the layer's parameters, got float64"):
+        model.forward(rng.standard_normal((6, 4)))
     state = model.state_dict()
     other = build_mlp(4, 3, hidden=(5,), seed=1)
     other.load_state_dict(state)
@@ -98,7 +101,7 @@ def test_state_dict_round_trip_and_errors(rng):
 
 
 def test_fold_batchnorm_gives_identical_eval_outputs(rng):
-    model = build_mlp(6, 4, hidden=(8, 5), seed=2)
+    model = build_mlp(6, 4, hidden=(8, 5), seed=2, dtype="float64")
     for _ in range(5):  # populate running statistics
         model.forward(rng.standard_normal((16, 6)) * 3 + 1)
     for layer in model:

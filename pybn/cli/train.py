@@ -22,7 +22,8 @@ PROG = "pybn train"
 
 # Flags that define the model or optimizer: a resumed checkpoint has its own.
 _FIXED_ON_RESUME = {"hidden": [128, 64], "no_batch_norm": False, "activation": "relu",
-                    "optimizer": "adam", "momentum": 0.9, "beta2": 0.999, "weight_decay": 0.0}
+                    "optimizer": "adam", "momentum": 0.9, "beta2": 0.999, "weight_decay": 0.0,
+                    "dtype": "float32"}
 
 
 def add_parser(subparsers):
@@ -34,6 +35,8 @@ def add_parser(subparsers):
                    help="plain MLP (Dense with bias)")
     p.add_argument("--activation", choices=["relu", "tanh"], help="hidden activation (default: relu)")
     p.add_argument("--optimizer", choices=["adam", "sgd", "rmsprop"], help="(default: adam)")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help="parameters' and computation's precision (default: float32)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3; with --resume: the new rate)")
     p.add_argument("--momentum", type=float,
                    help="SGD momentum / RMSprop beta / Adam beta1 (default: 0.9)")
@@ -122,7 +125,8 @@ def run(args):
                 setattr(args, name, default)
         seed, lr0, start, history, lr_changes = args.seed, args.lr or 1e-3, 0, T.History(), []
         model = T.build_mlp(X.shape[1], int(y.max()) + 1, hidden=args.hidden,
-                            batch_norm=not args.no_batch_norm, activation=args.activation, seed=seed)
+                            batch_norm=not args.no_batch_norm, activation=args.activation, seed=seed,
+                            dtype=args.dtype)
         hyper = {"adam": dict(beta1=args.momentum, beta2=args.beta2),
                  "sgd": dict(momentum=args.momentum), "rmsprop": dict(beta=args.momentum)}
         try:

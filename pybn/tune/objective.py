@@ -49,9 +49,12 @@ class MLPObjective:
     every epoch (so hopeless trials can be pruned)."""
 
     def __init__(self, data=None, epochs=20, batch_norm=True, split_seed=0, optimizer="adam",
-                 fixed=None):
+                 fixed=None, dtype="float32"):
         if optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer: expected 'adam' or 'sgd', got {optimizer!r}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self.dtype = dtype
         self.data, self.epochs, self.batch_norm, self.split_seed = data, epochs, batch_norm, split_seed
         self.optimizer = optimizer
         self.fixed = dict(fixed or {})  # parameters held fixed, under the sampled ones
@@ -76,7 +79,7 @@ class MLPObjective:
         p = {"beta1": 0.9, "batch_size": 64, "hidden_units": 64, "layers": 1, "lr_decay": 0.0,
              **self.fixed, **params}
         model = T.build_mlp(split.X_train.shape[1], n_classes, hidden=[int(p["hidden_units"])] * int(p["layers"]),
-                            batch_norm=self.batch_norm, seed=seed)
+                            batch_norm=self.batch_norm, seed=seed, dtype=self.dtype)
         if self.optimizer == "adam":
             optimizer = T.build_optimizer("adam", model.parameters(), lr=float(p["learning_rate"]),
                                           beta1=float(p["beta1"]))
@@ -94,7 +97,8 @@ class MLPObjective:
         """What defines this objective, for a study's identity: the data's
         content (not its path) and every training setting."""
         return {"data": data_fingerprint(self.data), "epochs": self.epochs, "batch_norm": self.batch_norm,
-                "split_seed": self.split_seed, "optimizer": self.optimizer, "fixed": self.fixed}
+                "split_seed": self.split_seed, "optimizer": self.optimizer, "fixed": self.fixed,
+                "dtype": self.dtype}
 
 
 def data_fingerprint(path):
