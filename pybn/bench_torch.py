@@ -62,3 +62,68 @@ def cnn_step(threads, batch=32, width=32, rounds=30, channels_last=False):
         values.sort()
         out[name] = (values[len(values) // 2], values[0])
     return out
+
+
+# ---- whole training epochs: pybn's training API against PyTorch ----------------------
+
+# (hidden layers, width, batch size): the three configurations of issue 15
+TRAINING_CONFIGS = [(1, 64, 64), (3, 128, 32), (3, 256, 16)]
+
+
+def training_epochs(threads, rounds=5, dtype="float32"):
+    """Seconds per epoch (median, best) of Dense-BatchNorm-ReLU MLPs on the
+    digits training split with Adam, in pybn's training API and in PyTorch
+    (same architecture, batches and dtype), timed in interleaved rounds:
+    {(layers, width, batch): {"pybn": (median, best), "torch": (median, best)}}."""
+    import numpy as np
+    import torch
+
+    from . import datasets
+    from . import train as T
+    from ._threads import set_num_threads
+    torch.set_num_threads(threads)
+    set_num_threads(threads)
+    split = datasets.split_standardize(*datasets.load_digits(), seed=0)
+    X = split.X_train.astype(dtype)
+    y = split.y_train
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    results = {}
+    for layers, width, batch in TRAINING_CONFIGS:
+        model = T.build_mlp(X.shape[1], 10, hidden=[width] * layers, seed=0, dtype=dtype)
+        opt = T.build_optimizer("adam", model.parameters(), lr=1e-3)
+        blocks = []
+        for i in range(layers):
+            blocks += [torch.nn.Linear(X.shape[1] if i == 0 else width, width, bias=False),
+                       torch.nn.BatchNorm1d(width), torch.nn.ReLU()]
+        net = torch.nn.Sequential(*blocks, torch.nn.Linear(width, 10)).to(getattr(torch, dtype))
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        generator = torch.Generator().manual_seed(0)
+        epoch = [0]
+
+        def pybn_epoch():
+            T.fit(model, opt, X, y, epochs=epoch[0] + 1, start_epoch=epoch[0], batch_size=batch, seed=0)
+            epoch[0] += 1
+
+        def torch_epoch():
+            net.train()
+            order = torch.randperm(len(Xt), generator=generator)
+            batches = list(order.split(batch))
+            if len(batches) > 1 and len(batches[-1]) == 1:  # as pybn: no batch of one
+                batches[-2] = torch.cat(batches[-2:])
+                batches.pop()
+            for idx in batches:
+                topt.zero_grad()
+                loss_fn(net(Xt[idx]), yt[idx]).backward()
+                topt.step()
+
+        times = {"pybn": [], "torch": []}
+        for fn in (pybn_epoch, torch_epoch):  # warm-up
+            fn()
+        for _ in range(rounds):
+            for name, fn in (("pybn", pybn_epoch), ("torch", torch_epoch)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        results[(layers, width, batch)] = {k: (float(np.median(v)), min(v)) for k, v in times.items()}
+    return results

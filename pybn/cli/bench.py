@@ -12,6 +12,8 @@ def add_parser(subparsers):
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     p.add_argument("--torch-step", action="store_true",
                    help="time a small CNN's training step with torch.nn batch norm and with pybn.torch.patch")
+    p.add_argument("--training", action="store_true",
+                   help="time training epochs of pybn's API beside PyTorch's (float32, 1 and 2 threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
@@ -20,6 +22,8 @@ def _main(args):
     checks.positive("--threads", args.threads)
     if args.torch_step:
         return _torch_step(args)
+    if args.training:
+        return _training(args)
     rows, bandwidth, threads = bench.run(args.kernel, args.threads, quick=not args.full,
                                    with_torch=not args.no_torch, progress=not args.no_progress)
     have_torch = all("torch" in r for r in rows)
@@ -46,4 +50,20 @@ def _torch_step(args):
         print(f"  {layout:13s} torch.nn {t['torch'][0] * 1e3:8.2f} ({t['torch'][1] * 1e3:.2f})   "
               f"pybn.torch.patch {t['pybn'][0] * 1e3:8.2f} ({t['pybn'][1] * 1e3:.2f})   "
               f"speedup {t['torch'][0] / t['pybn'][0]:.2f}x ({t['torch'][1] / t['pybn'][1]:.2f}x)")
+    return 0
+
+
+def _training(args):
+    if bench._torch() is None:
+        raise checks.UsageError("--training needs PyTorch: pip install 'pybn[torch]'")
+    from ..bench_torch import training_epochs
+    rounds = 9 if args.full else 3
+    print(f"ms per epoch on the digits training split (1257 examples), Dense-BatchNorm-ReLU MLPs, Adam, "
+          f"float32; {rounds} interleaved rounds; median (best)")
+    print(f"{'threads':>7} {'layers x width':>14} {'batch':>5} {'pybn':>16} {'torch':>16} {'vs torch':>9}")
+    for threads in ([args.threads] if args.threads else [1, 2]):
+        for (layers, width, batch), t in training_epochs(threads, rounds=rounds).items():
+            print(f"{threads:>7} {f'{layers}x{width}':>14} {batch:>5} "
+                  f"{t['pybn'][0] * 1e3:8.1f} ({t['pybn'][1] * 1e3:5.1f}) {t['torch'][0] * 1e3:8.1f} "
+                  f"({t['torch'][1] * 1e3:5.1f}) {t['torch'][0] / t['pybn'][0]:8.2f}x")
     return 0
