@@ -142,6 +142,24 @@ pybn_status pybn_softmax_cross_entropy_probs_f64(int64_t rows, int64_t classes,
     double label_smoothing, double grad_scale,
     double *restrict loss, double *restrict dlogits, int n_threads);
 
+/* ---- optimizer steps (one parameter of n elements, in place) ------------- */
+
+enum { PYBN_OPT_SGD = 0, PYBN_OPT_RMSPROP = 1, PYBN_OPT_ADAM = 2 };
+
+/* g' = g + wd*w, then, in the parameter's precision:
+ *   SGD (h1 = momentum): s1 = h1*s1 + g'; w -= lr*s1 (s1 NULL: w -= lr*g');
+ *   RMSprop (h1 = beta): s1 = h1*s1 + (1-h1)*g'^2; w -= lr*g'/(sqrt(s1) + eps);
+ *   Adam (h1, h2 = beta1, beta2; c1, c2 the bias corrections 1 - beta^t):
+ *     s1 = h1*s1 + (1-h1)*g'; s2 = h2*s2 + (1-h2)*g'^2;
+ *     w -= lr*(s1/c1)/(sqrt(s2/c2) + eps).
+ * w, g, s1, s2 must not overlap. */
+pybn_status pybn_optimizer_step_f32(int kind, int64_t n, float *restrict w, const float *restrict g,
+    float *restrict s1, float *restrict s2, double lr, double h1, double h2, double eps,
+    double c1, double c2, double wd, int n_threads);
+pybn_status pybn_optimizer_step_f64(int kind, int64_t n, double *restrict w, const double *restrict g,
+    double *restrict s1, double *restrict s2, double lr, double h1, double h2, double eps,
+    double c1, double c2, double wd, int n_threads);
+
 /* ---- runtime information ------------------------------------------------- */
 
 /* The SIMD level the hand-vectorized kernels dispatch to on this CPU:

@@ -78,6 +78,11 @@ cdef extern from "pybn.h" nogil:
         int64_t, int64_t, const double *, const double *, double, double,
         double *, double *, int)
 
+    pybn_status pybn_optimizer_step_f32(int, int64_t, float *, const float *, float *, float *,
+        double, double, double, double, double, double, double, int)
+    pybn_status pybn_optimizer_step_f64(int, int64_t, double *, const double *, double *, double *,
+        double, double, double, double, double, double, double, int)
+
     const char *pybn_simd_level()
     int pybn_openmp_max_threads()
     int pybn_openmp_version()
@@ -566,6 +571,41 @@ def cross_entropy(logits, target, reduction, label_smoothing, out):
     if mode == 2:
         return loss, dlogits
     return (total / <double>rows if mode == 0 else total), dlogits
+
+
+def optimizer_step(int kind, w, g, s1, s2, double lr, double h1, double h2, double eps, double c1,
+                   double c2, double wd):
+    """One fused optimizer step in place (see pybn.h), or None when the
+    arrays are not plain, writeable, alike in dtype and size, and apart."""
+    cdef int dtype = _plain_kind(w)
+    if dtype < 0 or _plain_kind(g) != dtype or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>w):
+        return None
+    cdef cnp.npy_intp n = cnp.PyArray_SIZE(<cnp.ndarray>w)
+    if cnp.PyArray_SIZE(<cnp.ndarray>g) != n:
+        return None
+    for state in (s1, s2):
+        if state is not None and (_plain_kind(state) != dtype or cnp.PyArray_SIZE(<cnp.ndarray>state) != n
+                                  or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>state)):
+            return None
+    if _overlaps_any(w, (g, s1, s2)) or (s1 is not None and _overlaps_any(s1, (g, s2))) or (
+            s2 is not None and _overlaps_any(s2, (g,))):
+        return None
+    cdef void *pw = _ptr(w)
+    cdef void *pg = _ptr(g)
+    cdef void *p1 = _ptr(s1)
+    cdef void *p2 = _ptr(s2)
+    cdef int nt = _threads()
+    cdef pybn_status st
+    with nogil:
+        if dtype == 0:
+            st = pybn_optimizer_step_f32(kind, n, <float *>pw, <float *>pg, <float *>p1, <float *>p2, lr, h1,
+                                         h2, eps, c1, c2, wd, nt)
+        else:
+            st = pybn_optimizer_step_f64(kind, n, <double *>pw, <double *>pg, <double *>p1, <double *>p2, lr,
+                                         h1, h2, eps, c1, c2, wd, nt)
+    if st != PYBN_OK:
+        raise ValueError(f"optimizer step: the kernel rejected kind {kind} (status {<int>st})")
+    return True
 
 
 def build_info():

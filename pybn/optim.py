@@ -5,11 +5,17 @@ SGD keeps PyTorch's momentum form v = momentum*v + g; the course's EWMA
 form v = beta*v + (1-beta)*g is the same update with lr scaled by (1-beta).
 `weight_decay` adds the L2 penalty's gradient weight_decay*w to every
 parameter's gradient (gamma and beta included).
+
+A step updates each parameter in one fused pass of a C kernel (the same
+arithmetic, in the parameter's precision, as the NumPy formulas below,
+which still serve any array the kernel does not take).
 """
 import math
 import numbers
 
 import numpy as np
+
+from . import _kernels
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "InverseTimeDecay", "ExponentialDecay",
            "StepDecay"]
@@ -48,8 +54,13 @@ class Optimizer:
     def step(self):
         self.t += 1
         for i, p in enumerate(self.params):
-            grad = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.data
-            self._update(i, p.data, grad)
+            if self._fused(i, p) is None:
+                grad = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.data
+                self._update(i, p.data, grad)
+
+    def _fused(self, i, p):
+        """The kernel's step for parameter i (True), or None: take _update."""
+        return None
 
     def _update(self, i, w, grad):
         raise NotImplementedError
@@ -83,6 +94,11 @@ class SGD(Optimizer):
         super().__init__(params, lr, weight_decay)
         self.momentum = _number(momentum, "momentum", 0.0, 1.0, high_open=True)
 
+    def _fused(self, i, p):
+        v = self.state["velocity"][i] if self.momentum else None
+        return _kernels.optimizer_step(0, p.data, p.grad, v, None, self.lr, self.momentum, 0.0, 0.0, 1.0,
+                                       1.0, self.weight_decay)
+
     def _update(self, i, w, grad):
         if self.momentum:
             v = self.state["velocity"][i]
@@ -102,6 +118,10 @@ class RMSprop(Optimizer):
         self.beta = _number(beta, "beta", 0.0, 1.0, high_open=True)
         self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True, high_open=True)
 
+    def _fused(self, i, p):
+        return _kernels.optimizer_step(1, p.data, p.grad, self.state["square_avg"][i], None, self.lr,
+                                       self.beta, 0.0, self.eps, 1.0, 1.0, self.weight_decay)
+
     def _update(self, i, w, grad):
         s = self.state["square_avg"][i]
         s *= self.beta
@@ -120,6 +140,11 @@ class Adam(Optimizer):
         self.beta1 = _number(beta1, "beta1", 0.0, 1.0, high_open=True)
         self.beta2 = _number(beta2, "beta2", 0.0, 1.0, high_open=True)
         self.eps = _number(eps, "eps", 0.0, math.inf, low_open=True, high_open=True)
+
+    def _fused(self, i, p):
+        return _kernels.optimizer_step(2, p.data, p.grad, self.state["m"][i], self.state["v"][i], self.lr,
+                                       self.beta1, self.beta2, self.eps, 1.0 - self.beta1 ** self.t,
+                                       1.0 - self.beta2 ** self.t, self.weight_decay)
 
     def _update(self, i, w, grad):
         m, v = self.state["m"][i], self.state["v"][i]

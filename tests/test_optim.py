@@ -94,3 +94,40 @@ def test_bad_arguments(make, match):
         make([_param([0.0], [0.0])])
     with pytest.raises(TypeError, match="lr: expected a number"):
         optim.SGD([_param([0.0], [0.0])], lr="0.1")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, lr=0.1),
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    lambda ps: optim.RMSprop(ps, lr=0.01, beta=0.9, weight_decay=1e-2),
+    lambda ps: optim.Adam(ps, lr=0.01, beta1=0.8, beta2=0.99, weight_decay=1e-3),
+])
+def test_fused_steps_follow_the_numpy_formulas(make, dtype):
+    # The C kernel's step (one pass) against the NumPy formulas (_update),
+    # which still serve arrays the kernel does not take.
+    from pybn import _kernels
+    from pybn.nn import Parameter
+    rng = np.random.default_rng(0)
+    shapes = [(7, 5), (5,), (40000,)]  # the last one is split into tasks
+    fused = [Parameter(rng.standard_normal(s).astype(dtype)) for s in shapes]
+    plain = [Parameter(p.data.copy()) for p in fused]
+    opt_fused, opt_plain = make(fused), make(plain)
+    opt_plain._fused = lambda i, p: None  # the NumPy path
+    for step in range(5):
+        for a, b in zip(fused, plain):
+            a.grad[...] = b.grad[...] = rng.standard_normal(a.data.shape).astype(dtype)
+        opt_fused.step()
+        opt_plain.step()
+    tol = dict(rtol=2e-6, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-13)
+    for a, b in zip(fused, plain):
+        np.testing.assert_allclose(a.data, b.data, **tol)
+    for name in opt_fused.state:
+        for a, b in zip(opt_fused.state[name], opt_plain.state[name]):
+            np.testing.assert_allclose(a, b, **tol)
+    # arrays the kernel does not take (here: a strided view) still step, by NumPy
+    view = Parameter(np.zeros((4, 6), dtype)[:, ::2])
+    view.grad = np.ones((4, 3), dtype)
+    assert _kernels.optimizer_step(0, view.data, view.grad, None, None, 0.1, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0) is None
+    make([view]).step()
+    assert np.all(view.data < 0)
