@@ -40,7 +40,11 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
     if not best:
         return
     best = best[0]
-    model, optimizer, history, split = objective.train(best.params, best.seed)
+    try:
+        model, optimizer, history, split = objective.train(best.params, best.seed)
+    except T.TrainingDiverged as exc:  # not on this machine's arithmetic, but say so rather than crash
+        print(f"\nchosen: trial {best.number} (validation {best.value:.4f}); retraining it diverged: {exc}")
+        return
     _, test_accuracy = T.evaluate(model, split.X_test, split.y_test)
     print(f"\nchosen: trial {best.number} (validation {best.value:.4f}); retrained with its seed: test "
           f"accuracy {test_accuracy:.4f} on the {len(split.y_test)} held-out test examples")
