@@ -81,6 +81,12 @@ def training_epochs(threads, rounds=5, dtype="float32"):
     from . import datasets
     from . import train as T
     from ._threads import set_num_threads
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=threads, user_api="blas"):  # NumPy's matrix products too
+        return _training_epochs(threads, rounds, dtype, torch, np, datasets, T, set_num_threads)
+
+
+def _training_epochs(threads, rounds, dtype, torch, np, datasets, T, set_num_threads):
     torch.set_num_threads(threads)
     set_num_threads(threads)
     split = datasets.split_standardize(*datasets.load_digits(), seed=0)
