@@ -302,6 +302,14 @@ def test_workers_exit_when_their_coordinator_is_killed(tmp_path):
     assert states and all(s == ("running",) for s in states)  # resumable
 
 
+def _complete(storage):
+    """Complete trials so far (0 while the coordinator is still creating the file)."""
+    try:
+        return _rows(storage, "SELECT COUNT(*) FROM trials WHERE state = 'complete'")[0][0]
+    except sqlite3.OperationalError:  # no file or no table yet
+        return 0
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -328,7 +336,7 @@ def test_a_killed_dask_scheduler_ends_the_run_in_bounded_time_and_resumes(tmp_pa
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            if storage.exists() and _rows(storage, "SELECT COUNT(*) FROM trials WHERE state = 'complete'")[0][0] >= 2:
+            if _complete(storage) >= 2:
                 break
         assert tune.poll() is None, tune.communicate()
         scheduler.kill()
