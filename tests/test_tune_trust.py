@@ -251,12 +251,26 @@ def test_workers_are_recycled_after_max_tasks_per_child():
 
 
 def _children(pid):
-    """Pids of the direct children of `pid` (Linux /proc)."""
+    """Pids of the direct children of `pid` (Linux /proc); threads and
+    children may come and go while it reads."""
     out = []
-    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out += [int(p) for p in text]
+    try:
+        tasks = list(pathlib.Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
     return out
+
+
+def _cmdline(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _alive(pid):
@@ -286,8 +300,7 @@ def test_workers_exit_when_their_coordinator_is_killed(tmp_path):
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(0.5)
             # the pool's workers (the resource tracker is another child)
-            workers = [p for p in _children(proc.pid)
-                       if "spawn_main" in pathlib.Path(f"/proc/{p}/cmdline").read_text()]
+            workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
         assert len(workers) >= 2, "the pool did not start"
         everyone = _children(proc.pid)
         proc.kill()
