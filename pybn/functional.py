@@ -203,6 +203,7 @@ def _finish(kernel_out, result):
 
 
 def _batch_norm_input(x, axis):
+    """(x as a float array, axis normalized, channels), or a named error."""
     x = _float_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x: expected an array with at least 2 dimensions "
@@ -211,7 +212,7 @@ def _batch_norm_input(x, axis):
     outer, channels, inner = _split(x.shape, axis)
     if channels == 0 or outer * inner == 0:
         raise ValueError(f"x: expected at least one value per channel, got shape {x.shape}")
-    return x, outer, channels, inner
+    return x, axis, channels
 
 
 def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_var=None,
@@ -232,8 +233,7 @@ def batch_norm_forward(x, gamma=None, beta=None, *, running_mean=None, running_v
                                          momentum, eps, axis, out)
     if result is not None:
         return BatchNormOutput._make(result)
-    x, outer, channels, inner = _batch_norm_input(x, axis)
-    axis = _axis(axis, x.ndim)
+    x, axis, channels = _batch_norm_input(x, axis)
     dtype = x.dtype
     eps = _real(eps, "eps", "a finite number > 0")
     momentum = _real(momentum, "momentum", "a number in [0, 1]")
@@ -277,8 +277,7 @@ def batch_norm_backward(dy, x, gamma, mean, invstd, *, training=True, axis=1, ou
     result = _kernels.batch_norm_backward(dy, x, gamma, mean, invstd, training, axis, out)
     if result is not None:
         return result
-    x, outer, channels, inner = _batch_norm_input(x, axis)
-    axis = _axis(axis, x.ndim)
+    x, axis, channels = _batch_norm_input(x, axis)
     dtype = x.dtype
     dy = _same_dtype(dy, "dy", x, "x")
     training = _flag(training, "training")

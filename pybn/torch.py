@@ -40,14 +40,16 @@ def _from(a):
 # ---- batch norm ----------------------------------------------------------------------
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def _channels_last_view(x):
     """(view, axis, restore): a C-contiguous view of x with the channels on
     `axis`, and the permutation that gives a result back x's layout."""
     if x.is_contiguous():
         return x, 1, None
-    if x.dim() in (4, 5):
-        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-        if x.is_contiguous(memory_format=fmt):
+    if x.dim() in _CHANNELS_LAST:
+        if x.is_contiguous(memory_format=_CHANNELS_LAST[x.dim()]):
             order = (0, 2, 3, 1) if x.dim() == 4 else (0, 2, 3, 4, 1)
             back = (0, 3, 1, 2) if x.dim() == 4 else (0, 4, 1, 2, 3)
             return x.permute(order), -1, back
@@ -77,7 +79,8 @@ def _batch_norm_impl(x, weight, bias, running_mean, running_var, training, momen
 
 def _batch_norm_backward_impl(dy, x, weight, mean, invstd, training):
     view, axis, back, w, _ = _bn_arrays(x, weight, None)
-    dy_view, _, _ = _channels_last_view(dy.contiguous(memory_format=_memory_format(x)))
+    layout = torch.contiguous_format if back is None else _CHANNELS_LAST[x.dim()]
+    dy_view, _, _ = _channels_last_view(dy.contiguous(memory_format=layout))  # dy in x's layout
     dx, dgamma, dbeta = _pybn.batch_norm_backward(_np(dy_view), _np(view), w, _np(mean), _np(invstd),
                                                   training=training, axis=axis)
     return _restore(dx, back), _from(dgamma), _from(dbeta)
@@ -112,14 +115,6 @@ def _batch_norm_backward_op(dy: torch.Tensor, x: torch.Tensor, weight: torch.Ten
 def _(dy, x, weight, mean, invstd, training):
     c = x.shape[1]
     return torch.empty_like(x), x.new_empty(c), x.new_empty(c)
-
-
-def _memory_format(x):
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def _bn_setup(ctx, inputs, output):

@@ -35,8 +35,14 @@ def learning_rate_space(low=1e-4, high=10.0):
 
 
 @functools.lru_cache(maxsize=4)
+def _arrays(path):
+    """(X, y) of the data file (digits when None), read once per process."""
+    return datasets.load_npz(path) if path else datasets.load_digits()
+
+
+@functools.lru_cache(maxsize=4)
 def _data(path, split_seed):
-    X, y = datasets.load_npz(path) if path else datasets.load_digits()
+    X, y = _arrays(path)
     return datasets.split_standardize(X, y, seed=split_seed), int(y.max()) + 1
 
 
@@ -105,7 +111,7 @@ def data_fingerprint(path):
     """'NAME sha256:HEX' of the data a trial trains on (digits when None)."""
     import hashlib
     import os
-    X, y = datasets.load_npz(path) if path else datasets.load_digits()
+    X, y = _arrays(path)
     digest = hashlib.sha256()
     for a in (X, y):
         digest.update(str((a.dtype.str, a.shape)).encode())
