@@ -1,8 +1,8 @@
 """pybn's default search beside Optuna's, on the same objective and space.
 
     pip install optuna            # a bench-only dependency
-    python bench/search_vs_optuna.py --seeds 10 --task digits
-    python bench/search_vs_optuna.py --seeds 10 --task synthetic
+    python bench/search_vs_optuna.py --seeds 10     # digits, then the synthetic task
+    python bench/search_vs_optuna.py --seeds 3 --task synthetic
 
 For each study seed: pybn's default `pybn tune` search (random round, then
 coarse-to-fine rounds, 90 trials, 3 rounds, its pruner) and Optuna's TPE
@@ -11,7 +11,9 @@ kernel thread each, both maximizing MLPObjective (the best validation
 accuracy over 20 epochs) over default_space() on each parameter's own scale.
 Printed per search: best validation accuracy (mean +- sd over seeds), the
 test accuracy of the chosen configuration retrained with 3 fresh seeds
-(mean), and the wall time (mean). Nothing here asserts a result.
+(mean), the wall time (mean), and in how many seeds each coarse-to-fine
+round raised the best score of the rounds before it. Nothing here asserts a
+result.
 """
 import argparse
 import math
@@ -58,14 +60,28 @@ class _OptunaTrial:
             raise optuna.TrialPruned()
 
 
-def run_pybn(objective, space, seed, workers):
+def run_pybn(objective, space, seed, workers, **search):
+    """pybn's default search as `pybn tune` runs it (search: overrides, to try variants)."""
     from pybn.cli.tune import split_budget
     from pybn.tune import Study
     study = Study(None)
     start = time.perf_counter()
-    study.coarse_to_fine(objective, space, rounds=3, trials_per_round=split_budget(90, 3), top_k=5,
-                         seed=seed, n_workers=workers, in_process=False)
-    return study.best_value, study.best_params, time.perf_counter() - start
+    study.coarse_to_fine(objective, space, rounds=3, trials_per_round=split_budget(90, 3), seed=seed,
+                         n_workers=workers, in_process=False, **search)
+    wall = time.perf_counter() - start
+    return study.best_value, study.best_params, wall, _round_gains(study)
+
+
+def _round_gains(study):
+    """For rounds 1.., whether the round raised the best score of the rounds before it."""
+    best, gains = None, []
+    for r in range(max(t.round for t in study.trials) + 1):
+        values = [t.value for t in study.trials if t.round == r and t.state == "complete"]
+        top = max(values) if values else None
+        if r:
+            gains.append(top is not None and top > best)
+        best = top if best is None else max(best, top if top is not None else best)
+    return gains
 
 
 def run_optuna(objective, space, seed, workers):
@@ -82,7 +98,7 @@ def run_optuna(objective, space, seed, workers):
     start = time.perf_counter()
     study.optimize(wrapped, n_trials=90, n_jobs=workers)  # threads: the kernels release the GIL
     best = study.best_trial
-    return best.value, _optuna_params(optuna.trial.FixedTrial(best.params), space), time.perf_counter() - start
+    return best.value, _optuna_params(optuna.trial.FixedTrial(best.params), space), time.perf_counter() - start, None
 
 
 def test_accuracy(objective, params, seeds=(101, 102, 103)):
@@ -94,32 +110,29 @@ def test_accuracy(objective, params, seeds=(101, 102, 103)):
     return statistics.mean(accs)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--task", choices=["digits", "synthetic"], default="digits")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    import pybn
+def _task_objective(task):
     from pybn import datasets
-    from pybn.tune.objective import MLPObjective, default_space
-    pybn.set_num_threads(1)
+    from pybn.tune.objective import MLPObjective
     data = None
-    if args.task == "synthetic":  # harder: a point of accuracy is 9 test examples
+    if task == "synthetic":  # harder: a point of accuracy is 9 test examples
         X, y = datasets.make_synthetic(n_samples=6000, n_features=64, n_classes=10, seed=0)
         data = os.path.join(tempfile.mkdtemp(), "synthetic.npz")
         np.savez(data, X=X, y=y)
-    objective = MLPObjective(data, epochs=20)
-    space = default_space()
-    rows = {"pybn coarse-to-fine (default)": run_pybn, "Optuna TPE (multivariate) + MedianPruner": run_optuna}
+    return MLPObjective(data, epochs=20)
+
+
+def run_task(task, seeds, workers, rows):
+    from pybn.tune.objective import default_space
+    objective, space = _task_objective(task), default_space()
     results = {name: [] for name in rows}
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         for name, run in rows.items():
-            best, params, wall = run(objective, space, seed, args.workers)
-            results[name].append((best, test_accuracy(objective, params), wall))
-            print(f"seed {seed}: {name}: best val {best:.4f}, test {results[name][-1][1]:.4f}, {wall:.1f} s",
+            best, params, wall, gains = run(objective, space, seed, workers)
+            results[name].append((best, test_accuracy(objective, params), wall, gains))
+            print(f"{task} seed {seed}: {name}: best val {best:.4f}, test {results[name][-1][1]:.4f}, "
+                  f"{wall:.1f} s" + (f", rounds raised the best: {gains}" if gains else ""),
                   file=sys.stderr, flush=True)
-    print(f"\ntask {args.task}, {args.seeds} seeds, 90 trials, {args.workers} workers x 1 thread, 20 epochs")
+    print(f"\ntask {task}, {seeds} seeds, 90 trials, {workers} workers x 1 thread, 20 epochs")
     print("| search | best val (mean +- sd) | test of the chosen config, 3 fresh seeds | wall s (mean) |")
     print("|---|---|---|---|")
     for name, values in results.items():
@@ -127,8 +140,33 @@ def main(argv=None):
         sd = statistics.stdev(best) if len(best) > 1 else math.nan
         print(f"| {name} | {statistics.mean(best):.4f} +- {sd:.4f} | {statistics.mean(v[1] for v in values):.4f} | "
               f"{statistics.mean(v[2] for v in values):.1f} |")
-    wins = sum(a[0] >= b[0] for a, b in zip(*results.values()))
-    print(f"pybn's best validation score >= Optuna's in {wins} of {args.seeds} seeds")
+    names = list(results)
+    first, last = results[names[0]], results[names[-1]]
+    wins = sum(a[0] >= b[0] for a, b in zip(first, last))
+    print(f"{names[0]}: best validation score >= {names[-1]}'s in {wins} of {seeds} seeds")
+    for name, values in results.items():
+        gains = [v[3] for v in values if v[3]]
+        if gains:
+            per_round = [sum(g[r] for g in gains) for r in range(len(gains[0]))]
+            print(f"{name}: " + ", ".join(f"round {r + 1} raised the best in {n} of {len(gains)} seeds"
+                                           for r, n in enumerate(per_round)))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--task", choices=["digits", "synthetic", "both"], default="both")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pybn-only", action="store_true", help="skip Optuna (to try pybn variants)")
+    args = parser.parse_args(argv)
+    import pybn
+    pybn.set_num_threads(1)
+    rows = {"pybn coarse-to-fine (default)": run_pybn}
+    if not args.pybn_only:
+        rows["Optuna TPE (multivariate) + MedianPruner"] = run_optuna
+    for task in (["digits", "synthetic"] if args.task == "both" else [args.task]):
+        run_task(task, args.seeds, args.workers, rows)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_tune_summary_names_the_metric_test_accuracy_counts_and_next_steps(tmp_p
     assert "score: a trial's best validation accuracy over its 3 epochs" in out
     assert "complete" in out and "pruned" in out and "failed" in out
     if "pruned:" in out:
-        assert "stopped early" in out and "median of earlier rounds' trials" in out
+        assert "stopped early" in out and "of the complete trials' at that epoch" in out
     assert "retrained with its seed: test accuracy" in out and "held-out test examples" in out
     assert "resumes it" in out and "--plot" in out and "--retest" in out and "--export" in out
     # the exported model is what pybn train --resume and load_checkpoint load

@@ -126,28 +126,61 @@ def test_should_prune_compares_with_the_median_of_reference_curves_at_the_same_s
     assert ctx.intermediate == [0.0, 0.0, 0.1]
 
 
-def test_a_study_whose_later_rounds_start_badly_must_prune():
-    # The final score rises with x, but the curve starts as 1 - x: round 1,
-    # zoomed around the best (high) x, starts below round 0's median at
-    # every step after the warm-up, so its trials must be pruned there.
-    def slow_starter(params, trial):
-        x = params["x"]
-        for step in range(6):
-            trial.report(step, 1 - x if step < 5 else x)
-        return x
+def slow_starter(params, trial):
+    """The final score rises with x, but the curve starts as 1 - x: trials
+    zoomed around the best (high) x start badly."""
+    x = params["x"]
+    for step in range(6):
+        trial.report(step, 1 - x if step < 5 else x)
+    return x
 
-    study = Study()
-    study.coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10, top_k=3,
-                         seed=0)
-    first = [t for t in study.trials if t.round == 0]
-    second = [t for t in study.trials if t.round == 1]
-    assert all(t.state == "complete" for t in first)
-    median_at_2 = float(np.median([1 - t.params["x"] for t in first]))
-    must_prune = [t for t in second if 1 - t.params["x"] < median_at_2]
-    assert len(must_prune) >= 5
-    for t in must_prune:
-        assert t.state == "pruned", t
-        assert len(t.intermediate) == 3 and t.value == t.intermediate[-1]
+
+def _replayed_states(trials, pruner):
+    """What the pruner's rule says of each trial, worked out afresh: trial k
+    against the complete trials numbered below k - lag, step by step."""
+    expected, curves = {}, {}
+    for t in sorted(trials, key=lambda t: t.number):
+        x, curve, state = t.params["x"], [], "complete"
+        reference = [c for n, c in curves.items() if n < t.number - pruner.lag]
+        for step in range(6):
+            curve.append(1 - x if step < 5 else x)
+            if pruner.should_prune(step, curve[-1], reference, maximize=True):
+                state = "pruned"
+                break
+        expected[t.number] = (state, len(curve))
+        if state == "complete":
+            curves[t.number] = curve
+    return expected
+
+
+@pytest.mark.parametrize("lag", [0, 3, 8])
+def test_the_pruner_judges_each_trial_against_the_complete_trials_numbered_below_it(lag):
+    from pybn.tune import MedianPruner
+    pruner = MedianPruner(warmup_steps=2, min_trials=3, lag=lag)
+    study = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10,
+                                   top_k=3, seed=0, pruner=pruner)
+    trials = study.trials
+    assert {t.number: (t.state, len(t.intermediate)) for t in trials} == _replayed_states(trials, pruner)
+    assert sum(t.state == "pruned" for t in trials if t.round == 1) >= 5  # the rule had work to do
+    for t in trials:
+        if t.state == "pruned":
+            assert t.value == t.intermediate[-1] and len(t.intermediate) >= 3  # never in the warm-up
+
+
+def test_pruning_is_the_same_with_one_worker_or_two():
+    from pybn.tune import MedianPruner
+    kwargs = dict(rounds=2, trials_per_round=12, top_k=3, seed=4,
+                  pruner=MedianPruner(warmup_steps=2, min_trials=3, lag=2))
+    one = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, **kwargs).trials
+    two = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, n_workers=2, **kwargs).trials
+    assert [(t.params, t.state, t.intermediate) for t in one] == [(t.params, t.state, t.intermediate) for t in two]
+    assert any(t.state == "pruned" for t in one)
+
+
+def test_no_pruner_runs_every_trial_to_its_end():
+    study = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=10,
+                                   seed=0, pruner=None)
+    assert all(t.state == "complete" and len(t.intermediate) == 6 for t in study.trials)
 
 
 def test_bad_arguments():

@@ -24,8 +24,12 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
     print(f"score: a trial's best validation accuracy over its {args.epochs} epochs "
           f"(the validation split, never trained on)")
     if counts["pruned"]:
-        print(f"pruned: {counts['pruned']} trials were stopped early, at the first epoch (from the 3rd on) where "
-              f"their validation accuracy fell below the median of earlier rounds' trials at that epoch; "
+        from .tune import pruner
+        rule = pruner(args)
+        threshold = "median" if rule.percentile == 50 else f"{rule.percentile:g}th percentile"
+        print(f"pruned: {counts['pruned']} trials were stopped early, at the first epoch after the first "
+              f"{rule.warmup_steps} where their validation accuracy fell below the {threshold} of the "
+              f"complete trials' at that epoch (those numbered at least {rule.lag} below theirs); "
               f"their score is the last one reached")
     failed = [t for t in trials if t.state == "failed"]
     if failed:

@@ -18,6 +18,8 @@ import sys
 import time
 
 from ..tune.execution import StudyInterrupted
+from ..tune.pruners import NopPruner, PercentilePruner
+from ..tune.samplers import CoarseToFineSampler
 from ..tune.objective import MLPObjective, default_space, learning_rate_space
 from ..tune.spaces import space_to_json
 from ..tune.storage import StorageLocked
@@ -38,7 +40,15 @@ def add_parser(subparsers):
     p.add_argument("--n-trials", type=int, default=90,
                    help="total trials, split over the rounds; a larger number grows a stored study")
     p.add_argument("--rounds", type=int, default=3, help="1 random round + (rounds-1) finer rounds")
-    p.add_argument("--top-k", type=int, default=5, help="best trials each finer round zooms around")
+    p.add_argument("--top-k", type=int, default=5,
+                   help="fewest good trials each finer round zooms around (more: the top 20%%)")
+    p.add_argument("--pruner", choices=["percentile", "none"], default="percentile",
+                   help="stop trials whose validation accuracy at an epoch is below --prune-percentile "
+                        "of the complete trials' at that epoch; none: run every trial to the end")
+    p.add_argument("--prune-percentile", type=float, default=PercentilePruner().percentile,
+                   help="pruning threshold among the complete trials' scores (50: the median)")
+    p.add_argument("--prune-warmup", type=int, default=PercentilePruner().warmup_steps, metavar="EPOCHS",
+                   help="epochs every trial runs before it may be pruned")
     p.add_argument("--workers", type=int, help="parallel trials (default: all cores, or the Dask threads)")
     p.add_argument("--epochs", type=int, default=20, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="study seed: same seed, same trials")
@@ -64,6 +74,10 @@ def _check(args):
     for name in ("n_trials", "rounds", "epochs", "top_k", "top"):
         checks.positive(f"--{name.replace('_', '-')}", getattr(args, name), allow_none=False)
     checks.positive("--workers", args.workers)
+    if args.prune_warmup < 0:
+        raise UsageError(f"--prune-warmup: expected an integer >= 0, got {args.prune_warmup}")
+    if not 0 <= args.prune_percentile <= 100:
+        raise UsageError(f"--prune-percentile: expected a number in [0, 100], got {args.prune_percentile:g}")
     if args.retest < 0:
         raise UsageError(f"--retest: expected an integer >= 0, got {args.retest}")
     if args.seed < 0:
@@ -97,6 +111,16 @@ def _dask_client(address):
     except (OSError, TimeoutError, ValueError) as exc:
         raise UsageError(f"--dask: no Dask scheduler answers at {address} ({type(exc).__name__}: "
                          f"{exc})") from None
+
+
+def sampler(args):
+    return CoarseToFineSampler(top_k=args.top_k)
+
+
+def pruner(args):
+    if args.pruner == "none":
+        return NopPruner()
+    return PercentilePruner(args.prune_percentile, warmup_steps=args.prune_warmup)
 
 
 def split_budget(n_trials, rounds):
@@ -143,7 +167,8 @@ def _open_studies(args, data):
                   learning_rate_space(), {"kind": "random", "seed": args.seed}) for bn in (True, False)]
     else:
         specs = [(args.study, MLPObjective(data, epochs=args.epochs), default_space(),
-                  {"kind": "coarse-to-fine", "seed": args.seed, "rounds": args.rounds, "top_k": args.top_k})]
+                  {"kind": "coarse-to-fine", "seed": args.seed, "rounds": args.rounds, "top_k": args.top_k,
+                   "sampler": sampler(args).to_json(), "pruner": pruner(args).to_json()})]
     studies = []
     for name, objective, space, search in specs:
         settings = {**objective.settings(), "space": space_to_json(space), **search}
@@ -163,8 +188,8 @@ def _tune(args, opened, options):
     retried = {t.number for t in study.trials if t.state == "failed"} if args.retry_failed else set()
     start = time.perf_counter()
     study.coarse_to_fine(objective, space, rounds=args.rounds,
-                         trials_per_round=split_budget(args.n_trials, args.rounds), top_k=args.top_k,
-                         seed=args.seed, progress=not args.no_progress, **options)
+                         trials_per_round=split_budget(args.n_trials, args.rounds), sampler=sampler(args),
+                         pruner=pruner(args), seed=args.seed, progress=not args.no_progress, **options)
     elapsed = time.perf_counter() - start
     trials = study.trials
     ran = sum(t.number not in before or t.number in retried for t in trials)
@@ -210,7 +235,8 @@ COMPARE_SETTING = {"layers": 3, "hidden_units": 128, "beta1": 0.9}
 def _compare_batchnorm(args, studies, options):
     results = {}
     for (study, objective, space), label in zip(studies, ("with batch norm", "without batch norm")):
-        study.optimize(objective, space, args.n_trials, seed=args.seed,
+        # every rate runs all its epochs: the band of good rates is what is measured
+        study.optimize(objective, space, args.n_trials, seed=args.seed, pruner=None,
                        progress=False if args.no_progress else label, **options)
         results[label] = study.trials
     print(f"\nSGD (momentum 0.9), 3 hidden layers of 128; learning rates sampled log-uniformly in "

@@ -29,8 +29,6 @@ import time
 import traceback
 from concurrent.futures import BrokenExecutor
 
-import numpy as np
-
 __all__ = ["TrialContext", "TrialPruned", "TrialDiverged", "StudyInterrupted", "execute"]
 
 # How long a Dask client may be disconnected from its scheduler before the
@@ -58,14 +56,17 @@ class StudyInterrupted(RuntimeError):
 class TrialContext:
     """Handed to objectives that take a second argument: the trial's number,
     training seed and thread share (`threads`), and report(step, score) for
-    per-epoch scores. report raises TrialPruned when the score is worse than
-    the median of earlier rounds' trials at the same step (after `warmup`
-    steps): the panda way of watching each model, applied to many."""
+    per-epoch scores. report raises TrialPruned when the pruner judges the
+    score hopeless against the reference curves at the same step: the panda
+    way of watching each model, applied to many. Without a pruner, the
+    median rule after `warmup` steps over at least 3 reference curves."""
 
-    def __init__(self, number, seed, params, maximize, reference=(), warmup=2, threads=1):
+    def __init__(self, number, seed, params, maximize, reference=(), warmup=2, threads=1, pruner=None):
+        from .pruners import MedianPruner
         self.number, self.seed, self.params, self.threads = number, seed, params, threads
         self.intermediate = []
-        self._maximize, self._reference, self._warmup = maximize, reference, warmup
+        self._maximize, self._reference = maximize, reference
+        self._pruner = pruner if pruner is not None else MedianPruner(warmup_steps=warmup, min_trials=3, lag=0)
 
     def report(self, step, value):
         value = float(value)
@@ -74,13 +75,7 @@ class TrialContext:
             raise TrialPruned(f"trial {self.number} pruned at step {step} (score {value:.4g})")
 
     def should_prune(self, step, value):
-        if step < self._warmup or not math.isfinite(value):
-            return False
-        at_step = [curve[step] for curve in self._reference if len(curve) > step and curve[step] is not None]
-        if len(at_step) < 3:
-            return False
-        median = float(np.median(at_step))
-        return value < median if self._maximize else value > median
+        return self._pruner.should_prune(step, value, self._reference, self._maximize)
 
 
 def _wants_context(objective):
@@ -97,14 +92,14 @@ def _failure(exc):
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
-def run_trial(objective, number, params, seed, threads, maximize, reference, isolated=True):
+def run_trial(objective, number, params, seed, threads, maximize, reference, isolated=True, pruner=None):
     """Run one trial (in whatever process the executor chose) with its share
     of the cores; returns (state, value, error, intermediate). In a worker
     (isolated) every exception fails the trial only; in the coordinator's
     own process a KeyboardInterrupt still stops the study."""
     from threadpoolctl import threadpool_limits
 
-    context = TrialContext(number, seed, params, maximize, reference, threads=threads)
+    context = TrialContext(number, seed, params, maximize, reference, threads=threads, pruner=pruner)
     try:
         with threadpool_limits(limits=threads):
             value = objective(params, context) if _wants_context(objective) else objective(params)
@@ -221,43 +216,89 @@ class _Executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+def runs_in_process(n_workers, executor=None, in_process=None, timeout=None, max_tasks_per_child=None):
+    """Whether trials run in this process: in_process None means yes for one
+    worker when no executor, timeout or worker recycling asks for processes."""
+    if in_process is None:
+        in_process = executor is None and n_workers == 1 and timeout is None and max_tasks_per_child is None
+    if in_process and timeout is not None:
+        raise ValueError("timeout: needs worker processes (in_process=False)")
+    return bool(in_process)
+
+
+class Workers:
+    """The workers of a whole study, kept across its rounds (one process pool,
+    started once): `with Workers(...) as workers: execute(..., workers=workers)`."""
+
+    def __init__(self, n_workers, executor=None, in_process=None, timeout=None, max_tasks_per_child=None):
+        self.n_workers, self.timeout = n_workers, timeout
+        self.in_process = runs_in_process(n_workers, executor, in_process, timeout, max_tasks_per_child)
+        self._args = (executor, n_workers, max_tasks_per_child)
+        self._runner = None
+
+    def runner(self):
+        if self._runner is None:  # started by the first trial that needs it
+            self._runner = _Executor(*self._args)
+        return self._runner
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+
 def execute(objective, jobs, reference, *, n_workers, maximize, executor=None, in_process=None,
-            timeout=None, max_tasks_per_child=None, on_start=None):
+            timeout=None, max_tasks_per_child=None, on_start=None, pruner=None, workers=None):
     """Yield (number, (state, value, error, intermediate)) as trials end, at
     most n_workers in flight. state "lost" means the infrastructure lost the
     trial (leave it running: a resume runs it). jobs: [(number, params, seed)].
-    in_process None: in this process when n_workers == 1 and no executor,
-    timeout or worker recycling asks for worker processes."""
+
+    reference: the curves a pruner compares with, a list, or a function of
+    a trial number `limit` giving the curves of the complete trials numbered
+    below it; then trial k starts only when every job numbered below
+    pruner.visible(k) has ended (see pruners.py). workers: a Workers kept by
+    the caller across calls (else one is started and closed here)."""
     if not jobs:
         return
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
-    if in_process is None:
-        in_process = executor is None and n_workers == 1 and timeout is None and max_tasks_per_child is None
-    if in_process:
-        if timeout is not None:
-            raise ValueError("timeout: needs worker processes (in_process=False)")
-        for number, params, trial_seed in jobs:
-            if on_start:
-                on_start(number, params, trial_seed)
-            yield number, run_trial(objective, number, params, trial_seed, threads, maximize, reference,
-                                    isolated=False)
-        return
-    runner = _Executor(executor, n_workers, max_tasks_per_child)
+    own = workers is None
+    if own:
+        workers = Workers(n_workers, executor, in_process, timeout, max_tasks_per_child)
+    threads = max(1, (os.cpu_count() or 1) // workers.n_workers)
+    if callable(reference):
+        visible = pruner.visible if pruner is not None else (lambda number: number)
+        curves = lambda number: reference(visible(number))  # noqa: E731
+    else:
+        visible, curves = (lambda number: -1), (lambda number: reference)  # noqa: E731
     try:
-        yield from _run_parallel(runner, objective, jobs, reference, threads, maximize, timeout, on_start)
+        if workers.in_process:
+            for number, params, trial_seed in jobs:
+                if on_start:
+                    on_start(number, params, trial_seed)
+                yield number, run_trial(objective, number, params, trial_seed, threads, maximize,
+                                        curves(number), isolated=False, pruner=pruner)
+            return
+        yield from _run_parallel(workers.runner(), objective, jobs, curves, visible, threads, maximize,
+                                 workers.timeout, on_start, pruner)
     finally:
-        runner.close()
+        if own:
+            workers.__exit__(None, None, None)
 
 
-def _run_parallel(runner, objective, jobs, reference, threads, maximize, timeout, on_start):
+def _run_parallel(runner, objective, jobs, curves, visible, threads, maximize, timeout, on_start, pruner):
     n_workers = runner.n_workers
     # queue entries: (job, crashes, infrastructure losses)
     pending, queue, started = {}, [(job, 0, 0) for job in jobs], set()
+    unfinished = {job[0] for job in jobs}
     while queue or pending:
         runner.check_alive()
         while queue and len(pending) < n_workers:
             if queue[0][1] > 0 and pending:
                 break  # a retry after a crash runs alone: if its worker dies again, the trial is the cause
+            if pending and min(unfinished) < visible(queue[0][0][0]):
+                break  # the trials this one is to be judged against have not all ended
             entry = queue.pop(0)
             (number, params, trial_seed), crashes, _ = entry
             if on_start and number not in started:
@@ -265,7 +306,7 @@ def _run_parallel(runner, objective, jobs, reference, threads, maximize, timeout
                 started.add(number)
             try:
                 future = runner.submit(run_trial, objective, number, params, trial_seed, threads,
-                                       maximize, reference)
+                                       maximize, curves(number), True, pruner)
             except BrokenExecutor:
                 # a worker died between two submissions: this trial has not
                 # started; it waits for the fresh pool
@@ -312,6 +353,7 @@ def _run_parallel(runner, objective, jobs, reference, threads, maximize, timeout
                                             f"{type(exc).__name__}: {exc}", [])
                 else:  # e.g. an objective that cannot be pickled, or Dask's KilledWorker
                     result = ("failed", None, f"worker error: {_failure(exc)}", [])
+            unfinished.discard(number)
             yield number, result
         if timeout is not None:
             now = time.monotonic()
@@ -319,15 +361,17 @@ def _run_parallel(runner, objective, jobs, reference, threads, maximize, timeout
             for future in late:
                 (job, _, _), t0 = pending.pop(future)
                 future.cancel()
+                unfinished.discard(job[0])
                 yield job[0], ("failed", None, f"timed out after {timeout:g} s (the trial's limit)", [])
             if late and runner.own:
                 # a running trial cannot be stopped alone: end the pool; the
                 # other trials in flight start again, unharmed, in a new one
-                queue[:0] = [entry for entry, _ in pending.values()]
+                queue[:0] = sorted((entry for entry, _ in pending.values()), key=lambda e: e[0][0])
                 pending.clear()
                 runner.renew(kill=True)
                 continue
         if broken:
-            queue[:0] = [entry for entry, _ in pending.values()]  # lost with the pool, not yet reported
+            # lost with the pool, not yet reported
+            queue[:0] = sorted((entry for entry, _ in pending.values()), key=lambda e: e[0][0])
             pending.clear()
             runner.renew()

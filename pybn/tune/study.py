@@ -7,11 +7,12 @@ rounds). Opening it with other settings raises StudyMismatch, saying what
 changed: an old study is never shown as if it were the new one.
 
 Reproducibility: trial k of a round draws its parameters and its training
-seed from numpy.random.default_rng([round seed, k]) over the round's region,
-so the same study gives the same trials whatever the number of workers. The
-region of round r > 0 is the space narrowed around the best trials of the
-rounds before it; regions are stored, so a resumed study samples exactly
-where the interrupted one would have.
+seed from numpy.random.default_rng([round seed, k]) and the round's plan
+(samplers.py); a pruner judges trial k only against complete trials whose
+numbers are fixed by k (pruners.py). So the same study gives the same
+trials, pruned at the same epochs, whatever the number of workers. Plans
+are stored, so a resumed study samples exactly where the interrupted one
+would have.
 
 Growing: trial numbers are contiguous, round after round. Asking for more
 trials than stored keeps every finished round as it is; the newest stored
@@ -21,6 +22,7 @@ last round. Asking for fewer runs nothing and is not an error.
 
 Only this (coordinating) process writes the storage; workers return results.
 """
+import contextlib
 import csv
 import math
 import os
@@ -29,7 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .execution import StudyInterrupted, TrialContext, TrialDiverged, TrialPruned, execute
+from .execution import StudyInterrupted, TrialContext, TrialDiverged, TrialPruned, Workers, execute
+from .pruners import NopPruner, PercentilePruner, check_pruner
+from .samplers import check_sampler, sample_trial
 from .spaces import check_space, space_from_json, space_to_json
 from .storage import SQLiteStorage
 
@@ -224,8 +228,8 @@ class Study:
 
     # ---- search --------------------------------------------------------------------
 
-    def optimize(self, objective, space, n_trials, *, n_workers=1, executor=None, seed=None,
-                 progress=False, retry_failed=False, in_process=None, timeout=None,
+    def optimize(self, objective, space, n_trials, *, pruner=PercentilePruner(), n_workers=1, executor=None,
+                 seed=None, progress=False, retry_failed=False, in_process=None, timeout=None,
                  max_tasks_per_child=None):
         """Random search: bring this study's random-search round to n_trials
         trials (running it again after an interruption finishes the rest).
@@ -233,36 +237,40 @@ class Study:
         trials of the last one. See coarse_to_fine for the other options."""
         check_space(space)
         n_trials = _count(n_trials, "n_trials")
-        run = self._runner(objective, n_workers, executor, progress, retry_failed, in_process, timeout,
-                           max_tasks_per_child)
-        with self.storage.coordinator_lock():
+        pruner = check_pruner(pruner)
+        with self._runner(objective, pruner, n_workers, executor, progress, retry_failed, in_process,
+                          timeout, max_tasks_per_child) as run, self.storage.coordinator_lock():
             last = self.storage.max_round(self.name)
             stored = self.storage.get_round(self.name, last) if last >= 0 else None
             if stored and space_from_json(stored[0]["space"]) == space and (
                     seed is None or stored[0]["seed"] == seed):
-                round_, region, seed = last, space, stored[0]["seed"]  # continue the last round
+                round_, plan = last, stored[0]  # continue the last round
                 first, n_trials = stored[2], max(n_trials, stored[1])
             else:
                 if stored:  # finish what the last round left running before a new one
-                    run(last, space_from_json(stored[0]["space"]), stored[0]["seed"], stored[2], stored[1])
+                    run(last, stored[0], stored[2], stored[1])
                 round_ = last + 1
                 first = (stored[2] + stored[1]) if stored else 0
-                region, seed = space, _seed(seed)
-            self.storage.put_round(self.name, round_, {"space": space_to_json(region), "seed": seed},
-                                   n_trials, first)
-            run(round_, region, seed, first, n_trials)
+                plan = {"space": space_to_json(space), "seed": _seed(seed), "pruner": pruner.to_json()}
+            self.storage.put_round(self.name, round_, plan, n_trials, first)
+            run(round_, plan, first, n_trials)
         return self
 
-    def coarse_to_fine(self, objective, space, *, rounds, trials_per_round, top_k=5, seed=None,
-                       n_workers=1, executor=None, progress=False, retry_failed=False,
-                       in_process=None, timeout=None, max_tasks_per_child=None):
-        """Round 0 samples the whole space; each later round samples densely
-        the space narrowed (on each parameter's own scale) around the top_k
-        complete trials so far. trials_per_round: an int or one per round
-        (see the module docstring for a study that grows).
+    def coarse_to_fine(self, objective, space, *, rounds, trials_per_round, top_k=None, sampler=None,
+                       pruner=PercentilePruner(), seed=None, n_workers=1, executor=None, progress=False,
+                       retry_failed=False, in_process=None, timeout=None, max_tasks_per_child=None):
+        """Round 0 samples the whole space; each later round samples, more
+        densely, where the good trials so far are (sampler: by default a
+        CoarseToFineSampler(top_k=top_k or 5), see samplers.py; the region
+        is chosen on each parameter's own scale). trials_per_round: an int
+        or one per round (see the module docstring for a study that grows).
 
-        executor: a concurrent.futures.Executor or a Dask distributed Client
-        (None: a local process pool, or this process for n_workers=1).
+        pruner: stops hopeless trials early (None: never); by default a
+        pruners.PercentilePruner (after 4 steps, below the 25th percentile of
+        the complete trials at that step), the same trials pruned however
+        many workers run them. executor: a concurrent.futures.Executor or a
+        Dask distributed Client (None: a local process pool, started once
+        for the whole study, or this process for n_workers=1).
         retry_failed: run failed trials again. in_process=False runs even a
         single worker in a process of its own (an objective that exits or
         crashes then fails its trial only). timeout: seconds a trial may run
@@ -274,43 +282,46 @@ class Study:
         if len(per_round) != rounds:
             raise ValueError(f"trials_per_round: expected {rounds} counts, got {len(per_round)}")
         per_round = [_count(n, "trials_per_round") for n in per_round]
-        top_k = _count(top_k, "top_k")
+        if top_k is not None:
+            top_k = _count(top_k, "top_k")
+        sampler, pruner = check_sampler(sampler, top_k), check_pruner(pruner)
         round0 = self.storage.get_round(self.name, 0)
         if round0 is not None and "study_seed" in round0[0]:
-            if seed is not None and seed != round0[0]["study_seed"]:
-                raise ValueError(f"seed: study {self.name!r} began with seed {round0[0]['study_seed']}, "
+            first_plan = round0[0]
+            if seed is not None and seed != first_plan["study_seed"]:
+                raise ValueError(f"seed: study {self.name!r} began with seed {first_plan['study_seed']}, "
                                  f"not {seed} (use another study name for another seed)")
-            seed = round0[0]["study_seed"]  # resume with the seed the study began with
-            if space_from_json(round0[0]["space"]) != space:
+            seed = first_plan["study_seed"]  # resume with the seed the study began with
+            if space_from_json(first_plan["space"]) != space:
                 raise ValueError(f"space: study {self.name!r} searched another space "
                                  "(use another study name for another space)")
+            for what, given in (("sampler", sampler), ("pruner", pruner)):
+                if what in first_plan and first_plan[what] != given.to_json():
+                    raise ValueError(f"{what}: study {self.name!r} ran with {first_plan[what]}, not "
+                                     f"{given.to_json()} (use another study name to change it)")
         seed = _seed(seed)
-        run = self._runner(objective, n_workers, executor, progress, retry_failed, in_process, timeout,
-                           max_tasks_per_child)
-        with self.storage.coordinator_lock():
-            stored = {r: (region, n, first) for r, region, n, first in self.storage.rounds(self.name)}
+        with self._runner(objective, pruner, n_workers, executor, progress, retry_failed, in_process,
+                          timeout, max_tasks_per_child) as run, self.storage.coordinator_lock():
+            stored = {r: (plan, n, first) for r, plan, n, first in self.storage.rounds(self.name)}
             if stored and max(stored) >= rounds:
                 raise ValueError(f"rounds: study {self.name!r} already has {max(stored) + 1} rounds")
             counts = _grown_counts(per_round, stored)
             first = 0
             for r in range(rounds):
-                if r in stored:  # resume: the region and seed chosen before
-                    region = space_from_json(stored[r][0]["space"])
-                    round_seed, first = stored[r][0]["seed"], stored[r][2]
+                if r in stored:  # resume: the plan and seed chosen before
+                    plan, first = stored[r][0], stored[r][2]
                 else:
-                    region = space if r == 0 else self._narrowed(space, top_k)
-                    round_seed = int(np.random.default_rng([seed, r]).integers(2**31))
-                self.storage.put_round(self.name, r, {"space": space_to_json(region), "seed": round_seed,
-                                                      "study_seed": seed}, counts[r], first)
-                run(r, region, round_seed, first, counts[r])
+                    plan = sampler.plan(space, self._good_trials(sampler)) if r else {"space": space_to_json(space)}
+                    plan.update(seed=int(np.random.default_rng([seed, r]).integers(2**31)), study_seed=seed,
+                                sampler=sampler.to_json(), pruner=pruner.to_json())
+                self.storage.put_round(self.name, r, plan, counts[r], first)
+                run(r, plan, first, counts[r])
                 first += counts[r]
         return self
 
-    def _narrowed(self, space, top_k):
-        best = self.best_trials(top_k)
-        if not best:
-            return space
-        return {name: dist.narrow([t.params[name] for t in best]) for name, dist in space.items()}
+    def _good_trials(self, sampler):
+        n_complete = sum(t.state == "complete" and t.value is not None for t in self.trials)
+        return self.best_trials(sampler.n_good(n_complete)) if hasattr(sampler, "n_good") else []
 
     def retest(self, objective, k=3, *, seed=None, n_workers=1, executor=None):
         """Re-run the best k stored configurations with fresh training seeds
@@ -320,30 +331,31 @@ class Study:
         jobs = [(t.number, t.params, int(rng.integers(2**31))) for t in best]
         results = {}
         for number, (state, value, _, _) in execute(objective, jobs, [], n_workers=_count(n_workers, "n_workers"),
-                                                    maximize=self.maximize, executor=executor):
+                                                    maximize=self.maximize, executor=executor,
+                                                    pruner=NopPruner()):
             results[number] = value if state == "complete" else float("nan")
         return [RetestResult(t.number, t.params, t.value, results[t.number]) for t in best]
 
     # ---- execution -----------------------------------------------------------------
 
-    def _runner(self, objective, n_workers, executor, progress, retry_failed, in_process, timeout,
+    @contextlib.contextmanager
+    def _runner(self, objective, pruner, n_workers, executor, progress, retry_failed, in_process, timeout,
                 max_tasks_per_child):
-        """run(round, region, seed, first, n) with the execution options checked once."""
+        """A context giving run(round, plan, first, n), the execution options
+        checked once and one set of workers for every round."""
         n_workers = _count(n_workers, "n_workers")
         if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
                                         and timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout: expected a number of seconds > 0 or None, got {timeout!r}")
         if max_tasks_per_child is not None:
             max_tasks_per_child = _count(max_tasks_per_child, "max_tasks_per_child")
-        options = dict(n_workers=n_workers, executor=executor, in_process=in_process, timeout=timeout,
-                       max_tasks_per_child=max_tasks_per_child)
+        with Workers(n_workers, executor, in_process, timeout, max_tasks_per_child) as workers:
+            def run(round_, plan, first, n_trials):
+                self._run_round(objective, round_, plan, first, n_trials, workers, pruner, progress,
+                                retry_failed)
+            yield run
 
-        def run(round_, region, seed, first, n_trials):
-            self._run_round(objective, round_, region, seed, first, n_trials, options, progress,
-                            retry_failed)
-        return run
-
-    def _run_round(self, objective, round_, region, seed, first, n_trials, options, progress, retry_failed):
+    def _run_round(self, objective, round_, plan, first, n_trials, workers, pruner, progress, retry_failed):
         existing = {t.number: t for t in self.trials}
         jobs = []
         for number in range(first, first + n_trials):
@@ -353,11 +365,14 @@ class Study:
             if trial is not None:  # interrupted or retried: same number, same parameters
                 params, trial_seed = trial.params, trial.seed
             else:
-                params, trial_seed = sample_trial(region, seed, number)
+                params, trial_seed = sample_trial(plan, plan["seed"], number)
             jobs.append((number, params, trial_seed))
-        # pruning compares with earlier rounds only, so that it does not
-        # depend on which trials of this round happen to finish first
-        reference = [t.intermediate for t in existing.values() if t.round < round_ and t.state == "complete"]
+        curves = {t.number: t.intermediate for t in existing.values() if t.state == "complete"}
+        if "pruner" in plan:
+            def reference(limit):  # the complete trials numbered below limit (pruners.py)
+                return [curve for number, curve in curves.items() if number < limit]
+        else:  # a study begun before pruners.py: earlier rounds only, as it was run
+            reference = [t.intermediate for t in existing.values() if t.round < round_ and t.state == "complete"]
         bar = _progress_bar(n_trials, n_trials - len(jobs), round_, progress)
         # the best score so far, kept up to date here rather than re-read
         # from the storage after every trial
@@ -369,10 +384,13 @@ class Study:
 
         try:
             for number, (state, value, error, intermediate) in execute(
-                    objective, jobs, reference, maximize=self.maximize, on_start=started, **options):
+                    objective, jobs, reference, n_workers=workers.n_workers, maximize=self.maximize,
+                    on_start=started, pruner=pruner, workers=workers):
                 if state == "lost":  # stays "running": a resumed study runs it again
                     continue
                 self.storage.finish_trial(self.name, number, state, value, error, intermediate)
+                if state == "complete":
+                    curves[number] = intermediate
                 if state == "complete" and (best is None or (value > best if self.maximize else value < best)):
                     best = value
                 if bar is not None:
@@ -402,18 +420,6 @@ def _grown_counts(requested, stored):
     if deficit > 0:  # the last round is the newest or not yet started: it can take more
         counts[-1] += deficit
     return counts
-
-
-def sample_trial(region, seed, number):
-    """(params, training seed) of trial `number`: a function of the round
-    seed, the number and the region, nothing else."""
-    rng = np.random.default_rng([seed, number])
-    params = {name: _plain(dist.sample(rng)) for name, dist in region.items()}
-    return params, int(rng.integers(2**31))
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _count(value, name):
