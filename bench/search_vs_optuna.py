@@ -66,8 +66,8 @@ def run_pybn(objective, space, seed, workers, **search):
     from pybn.tune import Study
     study = Study(None)
     start = time.perf_counter()
-    study.coarse_to_fine(objective, space, rounds=3, trials_per_round=split_budget(90, 3), seed=seed,
-                         n_workers=workers, in_process=False, **search)
+    search = {"rounds": 3, "trials_per_round": split_budget(90, 3), **search}
+    study.coarse_to_fine(objective, space, seed=seed, n_workers=workers, in_process=False, **search)
     wall = time.perf_counter() - start
     return study.best_value, study.best_params, wall, _round_gains(study)
 

@@ -150,6 +150,90 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
 #endif
 }
 
+/* One plane of dx streamed (level from bn_stream_level), c = {mean, k_dy,
+ * k_x, k_c}: the arithmetic of run_dx_t. */
+static void stream_plane_dx_f32(int level, const float *restrict dy, const float *restrict x, int64_t n,
+                                const float *restrict c, float *restrict dx)
+{
+#ifdef PYBN_HAVE_STREAM
+    (level == 2 ? stream_dx_f32_avx512 : stream_dx_f32_avx2)(dy, x, n, c, dx);
+#else
+    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
+#endif
+}
+
+static void stream_plane_affine_f32(int level, const float *restrict x, int64_t n, float a, float b,
+                                    float *restrict y)
+{
+#ifdef PYBN_HAVE_STREAM
+    (level == 2 ? stream_affine_f32_avx512 : stream_affine_f32_avx2)(x, n, a, b, y);
+#else
+    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
+#endif
+}
+
+static void stream_plane_affine_f64(int level, const double *restrict x, int64_t n, double a, double b,
+                                    double *restrict y)
+{
+    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
+}
+
+static void stream_plane_dx_f64(int level, const double *restrict dy, const double *restrict x, int64_t n,
+                                const double *restrict c, double *restrict dx)
+{
+    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
+}
+
+static int bn_stream_level_f32(int64_t elements, int arrays, const float *y)
+{
+#ifdef PYBN_HAVE_STREAM
+    return stream_level(elements, arrays, y);
+#else
+    (void)elements, (void)arrays, (void)y;
+    return 0;
+#endif
+}
+
+static int bn_stream_level_f64(int64_t elements, int arrays, const double *y)
+{
+    (void)elements, (void)arrays, (void)y;
+    return 0;
+}
+
+static void bn_stream_fence(int level)
+{
+#ifdef PYBN_HAVE_STREAM
+    if (level)
+        stream_fence();
+#else
+    (void)level;
+#endif
+}
+
+/* One task per channel reads its planes at a stride of C planes: runs too
+ * short for the hardware prefetcher to catch up with (a 14x14 plane is 13
+ * cache lines, then a jump of C planes). So the task asks for the plane
+ * BN_PREFETCH_BYTES ahead itself, up to that many bytes of it (beyond, the
+ * hardware prefetcher has the run in hand). */
+#define BN_PREFETCH_BYTES 4096
+static inline int64_t bn_prefetch_ahead(int64_t plane_bytes)
+{
+    return (BN_PREFETCH_BYTES + plane_bytes - 1) / plane_bytes;
+}
+
+static inline void bn_prefetch(const void *run, int64_t bytes)
+{
+    const char *p = (const char *)run;
+    bytes = bytes < BN_PREFETCH_BYTES ? bytes : BN_PREFETCH_BYTES;
+    for (int64_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch(p + b, 0, 3);
+}
+
+/* Whether the planes layout runs one task per channel (fused passes): with
+ * one thread always; with more, when the channels share out evenly enough
+ * that no thread waits long for another. Changes no result. */
+static int bn_by_channel(int64_t C, int nt) { return nt == 1 || C % nt == 0 || C >= 8 * (int64_t)nt; }
+
 static int stream_rows_f64(int64_t outer, int64_t C, const double *restrict a, const double *restrict b,
                            const double *restrict coef, double *restrict y, int nt)
 {
@@ -175,15 +259,19 @@ static int stream_planes_f64(int64_t outer, int64_t C, int64_t inner, const doub
 #define T float
 #define SFX f32
 #define BN_ONE_PASS_STATS 1
+#define BN_FLOAT_BLOCKS 1
 #include "batchnorm_impl.h"
 #undef T
 #undef SFX
 #undef BN_ONE_PASS_STATS
+#undef BN_FLOAT_BLOCKS
 
 #define T double
 #define SFX f64
 #define BN_ONE_PASS_STATS 0
+#define BN_FLOAT_BLOCKS 0
 #include "batchnorm_impl.h"
 #undef T
 #undef SFX
 #undef BN_ONE_PASS_STATS
+#undef BN_FLOAT_BLOCKS

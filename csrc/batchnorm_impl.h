@@ -53,7 +53,7 @@ PYBN_CLONES static void FN(run_shifted_sums)(const T *restrict x, int64_t n, dou
 }
 
 /* sum(dy) and sum(dy * (x - mean)) in one pass. */
-PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict x, int64_t n,
+PYBN_CLONES static void FN(run_dy_sums_double)(const T *restrict dy, const T *restrict x, int64_t n,
                                         double mean, double *restrict s_dy, double *restrict s_dyxmu)
 {
     double a = 0.0, b = 0.0;
@@ -66,6 +66,63 @@ PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict 
     *s_dy = a;
     *s_dyxmu = b;
 }
+
+#if BN_FLOAT_BLOCKS
+/* float32: the same sums with float arithmetic inside blocks of
+ * BN_FB_LANES x BN_FB_ROUNDS elements, twice the SIMD width of double and
+ * no conversions; each block's float lanes are then added into double
+ * lanes, and the tail is summed in double. mean is a float value (the
+ * saved mean), so x - mean and dy*(x - mean) are one rounding each, and a
+ * lane's float sum of R = BN_FB_ROUNDS terms errs by at most (R - 1)u of
+ * the sum of their magnitudes (u = 2^-24): the block sums err by less than
+ * (R + 1)u = 5.4e-7 of sum|dy| and of sum|dy*(x - mean)|, and the double
+ * additions after that by nothing of note. Same bits for any thread count
+ * or cache size (a run's split into blocks depends on its length only). */
+#define BN_FB_LANES 32
+#define BN_FB_ROUNDS 8
+PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict x, int64_t n,
+                                        double mean, double *restrict s_dy, double *restrict s_dyxmu)
+{
+    const int64_t block = BN_FB_LANES * BN_FB_ROUNDS;
+    if (n < block) {
+        FN(run_dy_sums_double)(dy, x, n, mean, s_dy, s_dyxmu);
+        return;
+    }
+    const float m = (float)mean;
+    double da[BN_FB_LANES] = {0.0}, db[BN_FB_LANES] = {0.0};
+    int64_t i = 0;
+    for (; i + block <= n; i += block) {
+        float fa[BN_FB_LANES] = {0.0f}, fb[BN_FB_LANES] = {0.0f};
+        for (int r = 0; r < BN_FB_ROUNDS; r++) {
+            const float *restrict g = dy + i + r * BN_FB_LANES, *restrict v = x + i + r * BN_FB_LANES;
+#pragma omp simd
+            for (int j = 0; j < BN_FB_LANES; j++) {
+                fa[j] += g[j];
+                fb[j] += g[j] * (v[j] - m);
+            }
+        }
+#pragma omp simd
+        for (int j = 0; j < BN_FB_LANES; j++) {
+            da[j] += (double)fa[j];
+            db[j] += (double)fb[j];
+        }
+    }
+    double a, b;
+    FN(run_dy_sums_double)(dy + i, x + i, n - i, mean, &a, &b);
+    for (int j = 0; j < BN_FB_LANES; j++) { /* in order of j: fixed */
+        a += da[j];
+        b += db[j];
+    }
+    *s_dy = a;
+    *s_dyxmu = b;
+}
+#else
+PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict x, int64_t n,
+                                        double mean, double *restrict s_dy, double *restrict s_dyxmu)
+{
+    FN(run_dy_sums_double)(dy, x, n, mean, s_dy, s_dyxmu);
+}
+#endif
 
 /* y = alpha*x + shift: the whole forward is one multiply-add per element. */
 PYBN_CLONES static void FN(run_affine)(const T *restrict x, int64_t n, double alpha, double shift,
@@ -305,19 +362,26 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     return PYBN_OK;
 }
 
-/* y = alpha[c]*x + shift[c] over (outer, C, inner). */
+/* Whether channel c normalizes in T's arithmetic: y = fma(x, alpha_t,
+ * shift_t) errs by at most about (2|y| + 2|shift|) * eps(T), a few ulps of
+ * y while |shift| is small, i.e. unless |mean| >> std. Large shifts keep
+ * the double path, exact to one rounding whatever the mean. */
+static inline int FN(affine_in_t)(double shift) { return fabs(shift) <= BN_T_SHIFT_BOUND; }
+
+/* y = alpha[c]*x + shift[c] over (outer, C, inner). The planes layout
+ * decides T's arithmetic channel by channel (as forward_by_channel does);
+ * the rows layout for all columns at once. */
 static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
                                const double *restrict alpha, const double *restrict shift,
                                T *restrict y, int after_sums, int nt)
 {
-    /* In T's precision y = fma(x, alpha_t, shift_t) errs by at most about
-     * (2|y| + 2|shift|) * eps(T): a few ulps of y while |shift| is small,
-     * i.e. unless |mean| >> std. Large shifts keep the double path, which
-     * is exact to one rounding whatever the mean. */
-    double max_shift = 0.0;
-    for (int64_t c = 0; c < C; c++)
-        max_shift = fabs(shift[c]) > max_shift ? fabs(shift[c]) : max_shift;
-    T *coef = max_shift <= BN_T_SHIFT_BOUND ? (T *)malloc((size_t)(2 * C) * sizeof(T)) : NULL;
+    int all_t = 1, any_t = 0;
+    for (int64_t c = 0; c < C; c++) {
+        const int t = FN(affine_in_t)(shift[c]);
+        all_t &= t;
+        any_t |= t;
+    }
+    T *coef = (inner > 1 ? any_t : all_t) ? (T *)malloc((size_t)(2 * C) * sizeof(T)) : NULL;
     if (coef) {
         for (int64_t c = 0; c < C; c++) {
             coef[c] = (T)alpha[c];
@@ -325,12 +389,12 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
         }
     }
     /* after channel_sums, its tasks walked backwards (see PYBN_PARALLEL_SHARES) */
-    if (inner > 1 && coef && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
+    if (inner > 1 && coef && all_t && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else if (inner > 1) {
         PYBN_PARALLEL_SHARES(nt, after_sums, p, outer * C, {
             const int64_t c = p % C;
-            if (coef)
+            if (coef && FN(affine_in_t)(shift[c]))
                 FN(run_affine_t)(x + p * inner, inner, coef[c], coef[C + c], y + p * inner);
             else
                 FN(run_affine)(x + p * inner, inner, alpha[c], shift[c], y + p * inner);
@@ -351,6 +415,26 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     free(coef); /* a failed malloc above only meant the double path */
 }
 
+/* The dx map's coefficients of one channel from its sums:
+ * dx = g*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*istd. */
+static inline void FN(dx_coefficients)(double s_dy, double s_dyxmu, double istd, double gamma, int training,
+                                       int64_t n, double *restrict k)
+{
+    const double g = gamma * istd;
+    k[0] = g;
+    k[1] = training ? -g * istd * istd * s_dyxmu / (double)n : 0.0;
+    k[2] = training ? -g * s_dy / (double)n : 0.0;
+}
+
+/* Whether dx is computed in T's arithmetic (the rule of channel_dx). */
+static int FN(dx_in_t)(int64_t C, const double *restrict mean, const T *restrict invstd)
+{
+    for (int64_t c = 0; c < C; c++)
+        if (!(fabs(mean[c] * (double)invstd[c]) <= BN_T_SHIFT_BOUND))
+            return 0;
+    return 1;
+}
+
 /* dx = k_dy[c]*dy + k_x[c]*(x - mean[c]) + k_c[c] over (outer, C, inner). */
 static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *restrict dy,
                            const T *restrict x, const double *restrict mean,
@@ -362,9 +446,7 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
      * mean to T adds about |k_x*mean|*eps(T) to dx, a few ulps of the
      * k_x*(x - mean) term while |mean| <= BN_T_SHIFT_BOUND standard
      * deviations. Beyond that (a large mean) the double path stays exact. */
-    int t_ok = 1;
-    for (int64_t c = 0; c < C && t_ok; c++)
-        t_ok = fabs(mean[c] * (double)invstd[c]) <= BN_T_SHIFT_BOUND;
+    const int t_ok = FN(dx_in_t)(C, mean, invstd);
     T *coef = t_ok ? (T *)malloc((size_t)(4 * C) * sizeof(T)) : NULL; /* NULL: double path */
     if (coef) {
         for (int64_t c = 0; c < C; c++) {
@@ -434,6 +516,156 @@ PYBN_CLONES static void FN(affine_from_stats)(int64_t C, const T *restrict gamma
     }
 }
 
+/* ---- one task per channel (planes layout) -------------------------------- */
+
+/* Backward, planes layout, one task per channel: the channel's sums over
+ * its outer planes in order of o (channel_sums' plane sums, added as
+ * combine_partials adds them: the same bits), then dx over the same planes
+ * walking backwards, so that they come from this core's cache, which the
+ * sums just filled: x and dy are read from memory once, not twice. */
+static void FN(backward_by_channel)(int64_t outer, int64_t C, int64_t inner, const T *restrict dy,
+                                    const T *restrict x, const T *restrict gamma,
+                                    const double *restrict mean, const T *restrict invstd, int training,
+                                    T *restrict dx, T *restrict dgamma, T *restrict dbeta, int nt)
+{
+    const int64_t n = outer * inner, ld = C * inner;
+    const int in_t = FN(dx_in_t)(C, mean, invstd);
+    const int level = in_t && dx ? FN(bn_stream_level)(outer * C * inner, 3, dx) : 0;
+    const int64_t plane_bytes = inner * (int64_t)sizeof(T), ahead = bn_prefetch_ahead(plane_bytes);
+    PYBN_TEAM(nt, {
+        int64_t lo, hi;
+        pybn_share(C, &lo, &hi);
+        for (int64_t c = lo; c < hi; c++) {
+            double s_dy = 0.0, s_dyxmu = 0.0;
+            for (int64_t o = 0; o < outer; o++) {
+                const int64_t at = (o * C + c) * inner;
+                if (o + ahead < outer) {
+                    bn_prefetch(x + at + ahead * ld, plane_bytes);
+                    bn_prefetch(dy + at + ahead * ld, plane_bytes);
+                }
+                double a, b;
+                FN(run_dy_sums)(dy + at, x + at, inner, mean[c], &a, &b);
+                s_dy += a;
+                s_dyxmu += b;
+            }
+            const double istd = (double)invstd[c];
+            double k[3];
+            FN(dx_coefficients)(s_dy, s_dyxmu, istd, gamma ? (double)gamma[c] : 1.0, training, n, k);
+            if (dgamma)
+                dgamma[c] = (T)(s_dyxmu * istd);
+            if (dbeta)
+                dbeta[c] = (T)s_dy;
+            if (!dx)
+                continue;
+            const T per_channel[4] = {(T)mean[c], (T)k[0], (T)k[1], (T)k[2]};
+            for (int64_t o = outer - 1; o >= 0; o--) {
+                const int64_t at = (o * C + c) * inner;
+                if (level)
+                    FN(stream_plane_dx)(level, dy + at, x + at, inner, per_channel, dx + at);
+                else if (in_t)
+                    FN(run_dx_t)(dy + at, x + at, inner, per_channel, dx + at);
+                else
+                    FN(run_dx)(dy + at, x + at, inner, mean[c], k[0], k[1], k[2], dx + at);
+            }
+        }
+        bn_stream_fence(level);
+    });
+}
+
+/* One channel's batch statistics from its sums (see batchnorm.c for the
+ * one-pass float32 formula): the mean, and the sum of squared deviations. */
+static inline void FN(stats_from_sums)(double k, double s1, double s2, int64_t n, double *restrict mean,
+                                       double *restrict sq_dev)
+{
+    const double d = s2 - s1 * (s1 / (double)n);
+    *mean = k + s1 / (double)n;
+    /* rounding can leave a tiny negative; a NaN (from a NaN or inf in the
+     * channel) must stay NaN, as the two-pass variance */
+    *sq_dev = d < 0.0 ? 0.0 : d;
+}
+
+/* The one-pass shift of channel c: its first value (0 when that is inf or
+ * NaN, which then gives the two-pass formulas' inf/NaN). */
+static inline double FN(first_value)(const T *restrict x, int64_t c, int64_t inner)
+{
+    const double first = (double)x[c * inner];
+    return isfinite(first) ? first : 0.0;
+}
+
+/* Running averages of channel c, and its invstd, from its mean and var. */
+static inline double FN(update_running)(int64_t c, double mean, double var, int64_t n, double momentum,
+                                        double eps, T *restrict running_mean, T *restrict running_var)
+{
+    if (running_mean)
+        running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean);
+    if (running_var)
+        running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
+                             momentum * var * (double)n / (double)(n - 1));
+    return 1.0 / sqrt(var + eps);
+}
+
+/* Training forward, planes layout, one task per channel: its statistics
+ * over its outer planes (plane sums added in order of o, as channel_sums
+ * and combine_partials add them: the same bits), then y over the same
+ * planes walking backwards, from the cache the statistics filled: x is
+ * read from memory once, not twice. */
+static void FN(forward_by_channel)(int64_t outer, int64_t C, int64_t inner, const T *restrict x,
+                                   const T *restrict gamma, const T *restrict beta, double momentum,
+                                   double eps, T *restrict running_mean, T *restrict running_var,
+                                   T *restrict y, T *restrict mean_out, T *restrict invstd_out, int nt)
+{
+    const int64_t n = outer * inner, ld = C * inner;
+    const int level = FN(bn_stream_level)(outer * C * inner, 2, y);
+    const int64_t plane_bytes = inner * (int64_t)sizeof(T), ahead = bn_prefetch_ahead(plane_bytes);
+    PYBN_TEAM(nt, {
+        int64_t lo, hi;
+        pybn_share(C, &lo, &hi);
+        for (int64_t c = lo; c < hi; c++) {
+            const T *restrict xc = x + c * inner;
+            double mean, sq_dev = 0.0;
+            if (BN_ONE_PASS_STATS) {
+                const double k = FN(first_value)(x, c, inner);
+                double s1 = 0.0, s2 = 0.0;
+                for (int64_t o = 0; o < outer; o++) {
+                    if (o + ahead < outer)
+                        bn_prefetch(xc + (o + ahead) * ld, plane_bytes);
+                    double a, b;
+                    FN(run_shifted_sums)(xc + o * ld, inner, k, &a, &b);
+                    s1 += a;
+                    s2 += b;
+                }
+                FN(stats_from_sums)(k, s1, s2, n, &mean, &sq_dev);
+            } else {
+                double s = 0.0;
+                for (int64_t o = 0; o < outer; o++) {
+                    if (o + ahead < outer)
+                        bn_prefetch(xc + (o + ahead) * ld, plane_bytes);
+                    s += FN(run_sum)(xc + o * ld, inner);
+                }
+                mean = s / (double)n;
+                for (int64_t o = 0; o < outer; o++)
+                    sq_dev += FN(run_sqdev)(xc + o * ld, inner, mean);
+            }
+            const double istd = FN(update_running)(c, mean, sq_dev / (double)n, n, momentum, eps,
+                                                   running_mean, running_var);
+            double alpha, shift;
+            FN(affine_from_stats)(1, gamma ? gamma + c : NULL, beta ? beta + c : NULL, &mean, &istd, &alpha,
+                                  &shift, mean_out ? mean_out + c : NULL, invstd_out ? invstd_out + c : NULL);
+            const int in_t = FN(affine_in_t)(shift);
+            for (int64_t o = outer - 1; o >= 0; o--) {
+                const int64_t at = o * ld + c * inner;
+                if (in_t && level)
+                    FN(stream_plane_affine)(level, x + at, inner, (T)alpha, (T)shift, y + at);
+                else if (in_t)
+                    FN(run_affine_t)(x + at, inner, (T)alpha, (T)shift, y + at);
+                else
+                    FN(run_affine)(x + at, inner, alpha, shift, y + at);
+            }
+        }
+        bn_stream_fence(level);
+    });
+}
+
 /* ---- public entry points -------------------------------------------------- */
 
 pybn_status FN(pybn_batchnorm_forward_train)(
@@ -456,21 +688,20 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         return PYBN_ENOMEM;
     double *mean_d = scratch, *var_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
 
+    if (inner > 1 && bn_by_channel(C, nt)) {
+        FN(forward_by_channel)(outer, C, inner, x, gamma, beta, momentum, eps, running_mean, running_var, y,
+                               mean, invstd, nt);
+        free(scratch);
+        return PYBN_OK;
+    }
     pybn_status st;
     if (BN_ONE_PASS_STATS) {
         double *k = alpha; /* free until affine_from_stats */
-        for (int64_t c = 0; c < C; c++) { /* an inf or NaN first value: k = 0 gives two-pass's inf/NaN */
-            const double first = (double)x[c * inner];
-            k[c] = isfinite(first) ? first : 0.0;
-        }
+        for (int64_t c = 0; c < C; c++)
+            k[c] = FN(first_value)(x, c, inner);
         st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED, mean_d, var_d, nt);
-        for (int64_t c = 0; c < C && st == PYBN_OK; c++) {
-            const double s1 = mean_d[c], sq_dev = var_d[c] - s1 * (s1 / (double)n);
-            mean_d[c] = k[c] + s1 / (double)n;
-            /* rounding can leave a tiny negative; a NaN (from a NaN or inf
-             * in the channel) must stay NaN, as the two-pass variance */
-            var_d[c] = sq_dev < 0.0 ? 0.0 : sq_dev;
-        }
+        for (int64_t c = 0; c < C && st == PYBN_OK; c++)
+            FN(stats_from_sums)(k[c], mean_d[c], var_d[c], n, &mean_d[c], &var_d[c]);
     } else {
         st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
         if (st == PYBN_OK) {
@@ -483,15 +714,9 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         free(scratch);
         return st;
     }
-    for (int64_t c = 0; c < C; c++) {
-        const double var = var_d[c] / (double)n;
-        if (running_mean)
-            running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean_d[c]);
-        if (running_var)
-            running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
-                                 momentum * var * (double)n / (double)(n - 1));
-        var_d[c] = 1.0 / sqrt(var + eps); /* now invstd */
-    }
+    for (int64_t c = 0; c < C; c++) /* var_d becomes invstd */
+        var_d[c] = FN(update_running)(c, mean_d[c], var_d[c] / (double)n, n, momentum, eps, running_mean,
+                                      running_var);
     FN(affine_from_stats)(C, gamma, beta, mean_d, var_d, alpha, shift, mean, invstd);
     FN(channel_affine)(outer, C, inner, x, alpha, shift, y, 1, nt);
     free(scratch);
@@ -538,6 +763,11 @@ pybn_status FN(pybn_batchnorm_backward)(
         mean_d[c] = (double)mean[c];
 
     const int need_sums = dgamma || dbeta || (dx && training);
+    if (need_sums && inner > 1 && bn_by_channel(C, nt)) {
+        FN(backward_by_channel)(outer, C, inner, dy, x, gamma, mean_d, invstd, training, dx, dgamma, dbeta, nt);
+        free(scratch);
+        return PYBN_OK;
+    }
     if (need_sums) {
         pybn_status st = FN(channel_sums)(outer, C, inner, x, dy, mean_d, BN_DY, s_dy, s_dyxmu, nt);
         if (st != PYBN_OK) {
@@ -547,15 +777,15 @@ pybn_status FN(pybn_batchnorm_backward)(
     }
     for (int64_t c = 0; c < C; c++) {
         const double istd = (double)invstd[c];
-        const double g = (gamma ? (double)gamma[c] : 1.0) * istd;
         if (dgamma)
             dgamma[c] = (T)(s_dyxmu[c] * istd);
         if (dbeta)
             dbeta[c] = (T)s_dy[c];
-        /* dx = g*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*istd */
-        k_dy[c] = g;
-        k_x[c] = training ? -g * istd * istd * s_dyxmu[c] / (double)n : 0.0;
-        k_c[c] = training ? -g * s_dy[c] / (double)n : 0.0;
+        double k[3];
+        FN(dx_coefficients)(s_dy[c], s_dyxmu[c], istd, gamma ? (double)gamma[c] : 1.0, training, n, k);
+        k_dy[c] = k[0];
+        k_x[c] = k[1];
+        k_c[c] = k[2];
     }
     if (dx)
         FN(channel_dx)(outer, C, inner, dy, x, mean_d, invstd, k_dy, k_x, k_c, dx, nt);

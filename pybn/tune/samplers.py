@@ -58,7 +58,7 @@ class CoarseToFineSampler:
     """Round 0 uniform over the space; later rounds denser where the good
     trials are (see the module docstring)."""
 
-    def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.5):
+    def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.7):
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
             raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
         if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < math.inf:
