@@ -222,6 +222,25 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
     int64_t r = 0;
+#if BN_FLOAT_BLOCKS
+    /* float32: each sweep's four products and sums in float (three
+     * roundings of a pairwise sum: at most 3u of the sum of their
+     * magnitudes, u = 2^-24, as run_dy_sums' blocks), added in double; mean
+     * is a float value, so x - mean is one rounding */
+    for (; r + 4 <= rows; r += 4) {
+        const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
+        const T *restrict g3 = g2 + ld;
+        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
+        const T *restrict x3 = x2 + ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            const float m = (float)mean[c];
+            s_dy[c] += (double)((g0[c] + g1[c]) + (g2[c] + g3[c]));
+            s_dyxmu[c] += (double)((g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) +
+                                   (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m)));
+        }
+    }
+#endif
     for (; r + 4 <= rows; r += 4) { /* four rows per sweep, as rows_shifted_sums */
         const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
         const T *restrict g3 = g2 + ld;
