@@ -229,10 +229,18 @@ static inline void bn_prefetch(const void *run, int64_t bytes)
         __builtin_prefetch(p + b, 0, 3);
 }
 
+/* Planes shorter than this are small: the backward computes them with
+ * plane sums of its own (small_channel_backward). */
+#define BN_SMALL_PLANE 256
+
 /* Whether the planes layout runs one task per channel (fused passes): with
  * one thread always; with more, when the channels share out evenly enough
- * that no thread waits long for another. Changes no result. */
-static int bn_by_channel(int64_t C, int nt) { return nt == 1 || C % nt == 0 || C >= 8 * (int64_t)nt; }
+ * that no thread waits long for another, and always for small planes
+ * (no other schedule computes them). Changes no result. */
+static int bn_by_channel(int64_t C, int64_t inner, int nt)
+{
+    return nt == 1 || inner < BN_SMALL_PLANE || C % nt == 0 || C >= 8 * (int64_t)nt;
+}
 
 static int stream_rows_f64(int64_t outer, int64_t C, const double *restrict a, const double *restrict b,
                            const double *restrict coef, double *restrict y, int nt)

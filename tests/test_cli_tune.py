@@ -46,6 +46,9 @@ def test_split_budget():
     (["--rounds", "4", "--n-trials", "3"], "--n-trials must be at least --rounds"),
     (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--prune-percentile", "120"], "--prune-percentile: expected a number in [0, 100], got 120"),
+    (["--prune-warmup", "-1"], "--prune-warmup: expected an integer >= 0, got -1"),
+    (["--pruner", "median"], "argument --pruner: invalid choice: 'median'"),
 ])
 def test_tune_bad_arguments(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -55,6 +58,20 @@ def test_tune_bad_arguments(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"pybn tune: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "s.sqlite").exists()  # before any work
+
+
+def test_tune_pruner_flags_define_the_study(tmp_path, capsys):
+    storage = str(tmp_path / "s.sqlite")
+    argv = ["tune", "--storage", storage, "--n-trials", "12", "--rounds", "2", "--workers", "1"] + QUICK
+    assert main(argv + ["--pruner", "none"]) == 0
+    assert "0 pruned" in capsys.readouterr().out
+    with sqlite3.connect(storage) as db:
+        assert db.execute("SELECT COUNT(*) FROM trials WHERE state = 'pruned'").fetchone() == (0,)
+    # another pruner on the same study is refused before any trial, naming it
+    assert main(argv + ["--prune-percentile", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pybn tune: error: study") and "pruner" in err
+    assert err.count("\n") == 1, err
 
 
 def _finished(storage):

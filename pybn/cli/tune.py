@@ -5,7 +5,8 @@ every trial stored in --storage so that running the command again resumes.
 
 A study is identified by its name (--study) in the storage and by what
 defines it: the data's content, --epochs, the search space, --seed,
---rounds and --top-k. The same command resumes it; a larger --n-trials grows
+--rounds, --top-k and the pruner (--pruner, --prune-percentile,
+--prune-warmup). The same command resumes it; a larger --n-trials grows
 it; other settings are refused with what changed (pick another --study
 name for a new study). --compare-batchnorm instead runs the same random
 learning-rate search with and without batch norm and reports how wide the
