@@ -544,16 +544,23 @@ PYBN_CLONES static void FN(affine_from_stats)(int64_t C, const T *restrict gamma
  * float32 an error below 72u = 4.3e-6 of the plane's sum of magnitudes,
  * 20u with AVX-512), and the planes' sums are added in double in order of
  * o. Only this schedule computes small planes (bn_by_channel), so the
- * results still do not depend on the thread count. */
+ * results still do not depend on the thread count. next: ask for the next
+ * channel's planes on the way (a plane's successor in memory is the same
+ * plane of the next channel; the hardware does not follow such short runs). */
 PYBN_CLONES static void FN(small_channel_backward)(const T *restrict dy, const T *restrict x, int64_t outer,
                                                    int64_t ld, int64_t inner, double mean, double istd,
-                                                   double gamma, int training, int in_t, T *restrict dx,
-                                                   double *restrict sums)
+                                                   double gamma, int training, int in_t, int next,
+                                                   T *restrict dx, double *restrict sums)
 {
     const T m = (T)mean;
+    const int64_t bytes = inner * (int64_t)sizeof(T);
     double s_dy = 0.0, s_dyxmu = 0.0;
     for (int64_t o = 0; o < outer; o++) {
         const T *restrict g = dy + o * ld, *restrict v = x + o * ld;
+        if (next) { /* the same plane of the next channel: it follows this one */
+            bn_prefetch(g + inner, bytes);
+            bn_prefetch(v + inner, bytes);
+        }
         T a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
         for (int64_t j = 0; j < inner; j++) {
@@ -603,15 +610,10 @@ static void FN(backward_by_channel)(int64_t outer, int64_t C, int64_t inner, con
         int64_t lo, hi;
         pybn_share(C, &lo, &hi);
         for (int64_t c = lo; inner < BN_SMALL_PLANE && c < hi; c++) {
-            /* the next channel's planes, asked for ahead (strided short runs) */
-            for (int64_t o = 0; c + 1 < hi && o < outer; o++) {
-                bn_prefetch(x + (o * C + c + 1) * inner, plane_bytes);
-                bn_prefetch(dy + (o * C + c + 1) * inner, plane_bytes);
-            }
             double sums[2];
             const double istd = (double)invstd[c];
             FN(small_channel_backward)(dy + c * inner, x + c * inner, outer, ld, inner, mean[c], istd,
-                                       gamma ? (double)gamma[c] : 1.0, training, in_t,
+                                       gamma ? (double)gamma[c] : 1.0, training, in_t, c + 1 < hi,
                                        dx ? dx + c * inner : NULL, sums);
             if (dgamma)
                 dgamma[c] = (T)(sums[1] * istd);
