@@ -481,15 +481,16 @@ def test_a_new_random_round_first_finishes_the_interrupted_one(tmp_path):
 
 
 def test_the_search_engine_imports_nothing_of_the_training_stack():
-    # tune/study.py, execution.py, spaces.py and storage.py: the thread
-    # setting and the "diverged" signal are passed in.
+    # tune/study.py, execution.py, spaces.py, storage.py, samplers.py and
+    # pruners.py: the thread setting and the "diverged" signal are passed in.
     import pybn.tune as package
     folder = pathlib.Path(package.__file__).parent
-    for name in ("study.py", "execution.py", "spaces.py", "storage.py"):
+    engine = ("spaces", "storage", "study", "execution", "samplers", "pruners")
+    for name in (f"{module}.py" for module in engine):
         tree = ast.parse((folder / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level > 0:
-                assert node.level == 1 and node.module in ("spaces", "storage", "study", "execution"), \
+                assert node.level == 1 and node.module in engine, \
                     (name, node.module, node.level)
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("pybn") for a in node.names), (name, ast.dump(node))
