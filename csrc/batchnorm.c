@@ -85,6 +85,40 @@ static int stream_level(int64_t elements, int arrays, const float *y)
 }
 #endif
 
+/* One plane of dx streamed (level from bn_stream_level), c = {mean, k_dy,
+ * k_x, k_c}: the arithmetic of run_dx_t. */
+static void stream_plane_dx_f32(int level, const float *restrict dy, const float *restrict x, int64_t n,
+                                const float *restrict c, float *restrict dx)
+{
+#ifdef PYBN_HAVE_STREAM
+    (level == 2 ? stream_dx_f32_avx512 : stream_dx_f32_avx2)(dy, x, n, c, dx);
+#else
+    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
+#endif
+}
+
+static void stream_plane_affine_f32(int level, const float *restrict x, int64_t n, float a, float b,
+                                    float *restrict y)
+{
+#ifdef PYBN_HAVE_STREAM
+    (level == 2 ? stream_affine_f32_avx512 : stream_affine_f32_avx2)(x, n, a, b, y);
+#else
+    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
+#endif
+}
+
+static void stream_plane_affine_f64(int level, const double *restrict x, int64_t n, double a, double b,
+                                    double *restrict y)
+{
+    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
+}
+
+static void stream_plane_dx_f64(int level, const double *restrict dy, const double *restrict x, int64_t n,
+                                const double *restrict c, double *restrict dx)
+{
+    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
+}
+
 /* The per-element pass of the planes layout, streamed past the cache
  * (stream.h) when its arrays together exceed it: y = coef[c]*a + coef[C+c]
  * (b == NULL), or dx = coef[C+c]*a + coef[2C+c]*(b - coef[c]) + coef[3C+c]
@@ -106,11 +140,9 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
             const int64_t c = p % C, at = p * inner;
             if (b) {
                 const float per_channel[4] = {coef[c], coef[C + c], coef[2 * C + c], coef[3 * C + c]};
-                (level == 2 ? stream_dx_f32_avx512 : stream_dx_f32_avx2)(a + at, b + at, inner,
-                                                                         per_channel, y + at);
+                stream_plane_dx_f32(level, a + at, b + at, inner, per_channel, y + at);
             } else {
-                (level == 2 ? stream_affine_f32_avx512 : stream_affine_f32_avx2)(a + at, inner, coef[c],
-                                                                                 coef[C + c], y + at);
+                stream_plane_affine_f32(level, a + at, inner, coef[c], coef[C + c], y + at);
             }
         }
         stream_fence();
@@ -148,40 +180,6 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
     (void)outer, (void)C, (void)a, (void)b, (void)coef, (void)y, (void)nt;
     return 0;
 #endif
-}
-
-/* One plane of dx streamed (level from bn_stream_level), c = {mean, k_dy,
- * k_x, k_c}: the arithmetic of run_dx_t. */
-static void stream_plane_dx_f32(int level, const float *restrict dy, const float *restrict x, int64_t n,
-                                const float *restrict c, float *restrict dx)
-{
-#ifdef PYBN_HAVE_STREAM
-    (level == 2 ? stream_dx_f32_avx512 : stream_dx_f32_avx2)(dy, x, n, c, dx);
-#else
-    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
-#endif
-}
-
-static void stream_plane_affine_f32(int level, const float *restrict x, int64_t n, float a, float b,
-                                    float *restrict y)
-{
-#ifdef PYBN_HAVE_STREAM
-    (level == 2 ? stream_affine_f32_avx512 : stream_affine_f32_avx2)(x, n, a, b, y);
-#else
-    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
-#endif
-}
-
-static void stream_plane_affine_f64(int level, const double *restrict x, int64_t n, double a, double b,
-                                    double *restrict y)
-{
-    (void)level, (void)x, (void)n, (void)a, (void)b, (void)y;
-}
-
-static void stream_plane_dx_f64(int level, const double *restrict dy, const double *restrict x, int64_t n,
-                                const double *restrict c, double *restrict dx)
-{
-    (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
 }
 
 static int bn_stream_level_f32(int64_t elements, int arrays, const float *y)
@@ -230,17 +228,13 @@ static inline void bn_prefetch(const void *run, int64_t bytes)
 }
 
 /* Planes shorter than this are small: the backward computes them with
- * plane sums of its own (small_channel_backward). */
+ * plane sums of its own (small_channel_backward), always by channel. */
 #define BN_SMALL_PLANE 256
 
 /* Whether the planes layout runs one task per channel (fused passes): with
  * one thread always; with more, when the channels share out evenly enough
- * that no thread waits long for another, and always for small planes
- * (no other schedule computes them). Changes no result. */
-static int bn_by_channel(int64_t C, int64_t inner, int nt)
-{
-    return nt == 1 || inner < BN_SMALL_PLANE || C % nt == 0 || C >= 8 * (int64_t)nt;
-}
+ * that no thread waits long for another. Changes no result. */
+static int bn_by_channel(int64_t C, int nt) { return nt == 1 || C % nt == 0 || C >= 8 * (int64_t)nt; }
 
 static int stream_rows_f64(int64_t outer, int64_t C, const double *restrict a, const double *restrict b,
                            const double *restrict coef, double *restrict y, int nt)

@@ -222,25 +222,6 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
     int64_t r = 0;
-#if BN_FLOAT_BLOCKS
-    /* float32: each sweep's four products and sums in float (three
-     * roundings of a pairwise sum: at most 3u of the sum of their
-     * magnitudes, u = 2^-24, as run_dy_sums' blocks), added in double; mean
-     * is a float value, so x - mean is one rounding */
-    for (; r + 4 <= rows; r += 4) {
-        const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
-        const T *restrict g3 = g2 + ld;
-        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
-        const T *restrict x3 = x2 + ld;
-#pragma omp simd
-        for (int64_t c = 0; c < w; c++) {
-            const float m = (float)mean[c];
-            s_dy[c] += (double)((g0[c] + g1[c]) + (g2[c] + g3[c]));
-            s_dyxmu[c] += (double)((g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) +
-                                   (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m)));
-        }
-    }
-#endif
     for (; r + 4 <= rows; r += 4) { /* four rows per sweep, as rows_shifted_sums */
         const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
         const T *restrict g3 = g2 + ld;
@@ -248,10 +229,21 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
         const T *restrict x3 = x2 + ld;
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) {
+#if BN_FLOAT_BLOCKS
+            /* float32: the sweep's four products and sums in float (three
+             * roundings of a pairwise sum: at most 3u of the sum of their
+             * magnitudes, u = 2^-24, as run_dy_sums' blocks), added in
+             * double; mean is a float value, so x - mean is one rounding */
+            const float m = (float)mean[c];
+            s_dy[c] += (double)((g0[c] + g1[c]) + (g2[c] + g3[c]));
+            s_dyxmu[c] += (double)((g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) +
+                                   (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m)));
+#else
             const double a0 = (double)g0[c], a1 = (double)g1[c], a2 = (double)g2[c], a3 = (double)g3[c];
             s_dy[c] += (a0 + a1) + (a2 + a3);
             s_dyxmu[c] += (a0 * ((double)x0[c] - mean[c]) + a1 * ((double)x1[c] - mean[c])) +
                           (a2 * ((double)x2[c] - mean[c]) + a3 * ((double)x3[c] - mean[c]));
+#endif
         }
     }
     for (; r < rows; r++) {
@@ -543,7 +535,8 @@ PYBN_CLONES static void FN(affine_from_stats)(int64_t C, const T *restrict gamma
  * lanes (each lane adds at most inner/4 of the at most 255 terms: for
  * float32 an error below 72u = 4.3e-6 of the plane's sum of magnitudes,
  * 20u with AVX-512), and the planes' sums are added in double in order of
- * o. Only this schedule computes small planes (bn_by_channel), so the
+ * o. Only this schedule computes small planes (the backward sends every
+ * one here, whatever the thread count), so the
  * results still do not depend on the thread count. next: ask for the next
  * channel's planes on the way (a plane's successor in memory is the same
  * plane of the next channel; the hardware does not follow such short runs). */
@@ -609,18 +602,19 @@ static void FN(backward_by_channel)(int64_t outer, int64_t C, int64_t inner, con
     PYBN_TEAM(nt, {
         int64_t lo, hi;
         pybn_share(C, &lo, &hi);
-        for (int64_t c = lo; inner < BN_SMALL_PLANE && c < hi; c++) {
-            double sums[2];
-            const double istd = (double)invstd[c];
-            FN(small_channel_backward)(dy + c * inner, x + c * inner, outer, ld, inner, mean[c], istd,
-                                       gamma ? (double)gamma[c] : 1.0, training, in_t, c + 1 < hi,
-                                       dx ? dx + c * inner : NULL, sums);
-            if (dgamma)
-                dgamma[c] = (T)(sums[1] * istd);
-            if (dbeta)
-                dbeta[c] = (T)sums[0];
-        }
-        for (int64_t c = lo; inner >= BN_SMALL_PLANE && c < hi; c++) {
+        for (int64_t c = lo; c < hi; c++) {
+            if (inner < BN_SMALL_PLANE) {
+                double sums[2];
+                const double istd = (double)invstd[c];
+                FN(small_channel_backward)(dy + c * inner, x + c * inner, outer, ld, inner, mean[c], istd,
+                                           gamma ? (double)gamma[c] : 1.0, training, in_t, c + 1 < hi,
+                                           dx ? dx + c * inner : NULL, sums);
+                if (dgamma)
+                    dgamma[c] = (T)(sums[1] * istd);
+                if (dbeta)
+                    dbeta[c] = (T)sums[0];
+                continue;
+            }
             double s_dy = 0.0, s_dyxmu = 0.0;
             for (int64_t o = 0; o < outer; o++) {
                 const int64_t at = (o * C + c) * inner;
@@ -773,7 +767,7 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         return PYBN_ENOMEM;
     double *mean_d = scratch, *var_d = scratch + C, *alpha = scratch + 2 * C, *shift = scratch + 3 * C;
 
-    if (inner > 1 && bn_by_channel(C, BN_SMALL_PLANE, nt)) { /* the forward has no small-plane path */
+    if (inner > 1 && bn_by_channel(C, nt)) {
         FN(forward_by_channel)(outer, C, inner, x, gamma, beta, momentum, eps, running_mean, running_var, y,
                                mean, invstd, nt);
         free(scratch);
@@ -848,7 +842,8 @@ pybn_status FN(pybn_batchnorm_backward)(
         mean_d[c] = (double)mean[c];
 
     const int need_sums = dgamma || dbeta || (dx && training);
-    if (need_sums && inner > 1 && bn_by_channel(C, inner, nt)) {
+    /* small planes: only by channel (small_channel_backward sums them its own way) */
+    if (need_sums && inner > 1 && (inner < BN_SMALL_PLANE || bn_by_channel(C, nt))) {
         FN(backward_by_channel)(outer, C, inner, dy, x, gamma, mean_d, invstd, training, dx, dgamma, dbeta, nt);
         free(scratch);
         return PYBN_OK;

@@ -41,6 +41,9 @@ def _fraction(value, name, low_open=False):
 class RandomSampler:
     """Uniform over the whole space on each parameter's scale, every round."""
 
+    def n_good(self, n_complete):
+        return 0  # plans from no trial
+
     def plan(self, space, good_trials):
         return {"space": space_to_json(space)}
 
@@ -146,7 +149,8 @@ def sample_trial(plan, seed, number):
     if centers and rng.random() < plan["local_fraction"]:
         weights = np.arange(len(centers), 0, -1, dtype=float)  # linear in rank: the best the likeliest
         i = int(rng.choice(len(centers), p=weights / weights.sum()))
-        params = {name: _plain(_step(dist, centers[i][name], plan["widths"].get(name, [None] * (i + 1))[i], rng))
+        widths = plan["widths"]  # numeric parameters only: a choice takes no step width
+        params = {name: _plain(_step(dist, centers[i][name], widths[name][i] if name in widths else None, rng))
                   for name, dist in region.items()}
     else:
         params = {name: _plain(dist.sample(rng)) for name, dist in region.items()}

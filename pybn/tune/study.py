@@ -320,8 +320,8 @@ class Study:
         return self
 
     def _good_trials(self, sampler):
-        n_complete = sum(t.state == "complete" and t.value is not None for t in self.trials)
-        return self.best_trials(sampler.n_good(n_complete)) if hasattr(sampler, "n_good") else []
+        ranked = self.best_trials(None)  # every complete trial, best first
+        return ranked[:sampler.n_good(len(ranked))]
 
     def retest(self, objective, k=3, *, seed=None, n_workers=1, executor=None):
         """Re-run the best k stored configurations with fresh training seeds
