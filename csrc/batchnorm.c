@@ -70,21 +70,6 @@ static void combine_partials(const double *partial, int64_t blocks, int64_t C, i
     });
 }
 
-#ifdef PYBN_HAVE_STREAM
-/* The SIMD level to stream a pass over `elements` floats of each of
- * `arrays` arrays into y with, or 0 for plain stores: no SIMD, everything
- * fits the cache, or y is not float-aligned (a float-aligned y reaches
- * 64-byte boundaries; the Python wrappers ensure one). */
-static int stream_level(int64_t elements, int arrays, const float *y)
-{
-    const int level = pybn_dispatch_level();
-    if (level == 0 || (double)elements * arrays * sizeof(float) <= pybn_cache_bytes() ||
-        (uintptr_t)y % sizeof(float) != 0)
-        return 0;
-    return level;
-}
-#endif
-
 /* One plane of dx streamed (level from bn_stream_level), c = {mean, k_dy,
  * k_x, k_c}: the arithmetic of run_dx_t. */
 static void stream_plane_dx_f32(int level, const float *restrict dy, const float *restrict x, int64_t n,
@@ -129,7 +114,7 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
                              int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = stream_level(outer * C * inner, b ? 3 : 2, y);
+    const int level = stream_level(outer * C * inner, b ? 3 : 2, sizeof(float), y);
     if (level == 0)
         return 0;
     const int64_t planes = outer * C;
@@ -160,7 +145,7 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
                            const float *restrict coef, float *restrict y, int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = stream_level(outer * C, b ? 3 : 2, y);
+    const int level = stream_level(outer * C, b ? 3 : 2, sizeof(float), y);
     if (level == 0)
         return 0;
     const int64_t tiles = bn_col_tiles(C);
@@ -184,28 +169,13 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
 
 static int bn_stream_level_f32(int64_t elements, int arrays, const float *y)
 {
-#ifdef PYBN_HAVE_STREAM
-    return stream_level(elements, arrays, y);
-#else
-    (void)elements, (void)arrays, (void)y;
-    return 0;
-#endif
+    return stream_level(elements, arrays, sizeof(float), y);
 }
 
 static int bn_stream_level_f64(int64_t elements, int arrays, const double *y)
 {
     (void)elements, (void)arrays, (void)y;
     return 0;
-}
-
-static void bn_stream_fence(int level)
-{
-#ifdef PYBN_HAVE_STREAM
-    if (level)
-        stream_fence();
-#else
-    (void)level;
-#endif
 }
 
 /* One task per channel reads its planes at a stride of C planes: runs too

@@ -647,7 +647,7 @@ static void FN(backward_by_channel)(int64_t outer, int64_t C, int64_t inner, con
                     FN(run_dx)(dy + at, x + at, inner, mean[c], k[0], k[1], k[2], dx + at);
             }
         }
-        bn_stream_fence(level);
+        stream_fence_if(level);
     });
 }
 
@@ -741,7 +741,7 @@ static void FN(forward_by_channel)(int64_t outer, int64_t C, int64_t inner, cons
                     FN(run_affine)(x + at, inner, alpha, shift, y + at);
             }
         }
-        bn_stream_fence(level);
+        stream_fence_if(level);
     });
 }
 

@@ -49,22 +49,29 @@ static void FN(row_fill_nan)(T *restrict out, int64_t K)
         out[k] = (T)NAN;
 }
 
+/* The sum's lanes are fixed here, not left to the vectorizer: whether the
+ * exps are stored (e) then cannot change the sum's order, and the streamed
+ * path, which sums without storing, gets the cached path's bits. */
 PYBN_CLONES static double FN(row_exp_sum_portable)(const T *restrict z, int64_t K, T m, T *restrict e)
 {
-    double s = 0.0;
-    if (e) {
-#pragma omp simd reduction(+ : s)
-        for (int64_t k = 0; k < K; k++) {
-            T v = EXP(z[k] - m);
-            e[k] = v;
-            s += (double)v;
+    double acc[SM_LANES] = {0.0};
+    int64_t k = 0;
+    for (; k + SM_LANES <= K; k += SM_LANES) {
+#pragma omp simd
+        for (int j = 0; j < SM_LANES; j++) {
+            const T v = EXP(z[k + j] - m);
+            if (e)
+                e[k + j] = v;
+            acc[j] += (double)v;
         }
-    } else {
-#pragma omp simd reduction(+ : s)
-        for (int64_t k = 0; k < K; k++)
-            s += (double)EXP(z[k] - m);
     }
-    return s;
+    for (int j = 0; k < K; k++, j++) {
+        const T v = EXP(z[k] - m);
+        if (e)
+            e[k] = v;
+        acc[j] += (double)v;
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 /* sum(exp(z - m)) for a row that is not a NaN row; stores exp(z - m) in e
@@ -173,6 +180,88 @@ static void FN(softmax_rows)(const T *restrict z, int64_t rows, int64_t K, int l
 #endif
 }
 
+/* ---- rows streamed past the cache ---------------------------------------- */
+
+/* When a call's arrays exceed the last-level cache, rows are computed into
+ * a small buffer that stays in L1, by the functions the cached path uses,
+ * and copied out with streaming stores (stream.h): the output is written
+ * once and never read for ownership, and its bits do not depend on the
+ * cache size. Which calls stream is measured (stream_rows below). */
+#define SM_CHUNK (SM_STREAM_BYTES / (int64_t)sizeof(T))
+#define SM_LINE (64 / (int64_t)sizeof(T))
+
+typedef struct {
+    T *dst;       /* where buf[0] goes */
+    int64_t used; /* values in buf */
+    int level;    /* the SIMD level to stream with */
+    T buf[SM_CHUNK + SM_LINE];
+} FN(streamer);
+
+/* Copies out what is buffered, up to dst's last 64-byte boundary unless
+ * `last` (so that lines are streamed whole); the rest moves to the front. */
+static void FN(stream_flush)(FN(streamer) *restrict w, int last)
+{
+    int64_t n = w->used;
+    if (!last) {
+        const uintptr_t start = (uintptr_t)w->dst, end = (uintptr_t)(w->dst + n) & ~(uintptr_t)63;
+        n = end > start ? (int64_t)((end - start) / sizeof(T)) : 0;
+    }
+    FN(stream_copy)(w->level, w->buf, n, w->dst);
+    memmove(w->buf, w->buf + n, (size_t)(w->used - n) * sizeof(T));
+    w->dst += n;
+    w->used -= n;
+}
+
+/* Room for the next n <= SM_CHUNK output values, in buf. */
+static T *FN(stream_room)(FN(streamer) *restrict w, int64_t n)
+{
+    if (w->used + n > SM_CHUNK + SM_LINE)
+        FN(stream_flush)(w, 0); /* leaves fewer than SM_LINE */
+    T *p = w->buf + w->used;
+    w->used += n;
+    return p;
+}
+
+/* Whether rows of K of this op stream when the arrays exceed the cache.
+ * Measured on 0.5-1 GB arrays (docs/design.md): rows of 1024 floats and
+ * more gain up to 1.3x, shorter rows lose the buffer's copy (0.9x);
+ * a row that must be computed twice to stream (a softmax or a
+ * cross-entropy row longer than the buffer: its exps are needed after its
+ * sum) loses 0.6-0.8x; the backward gains nothing (0.95-1.03x). */
+static int FN(stream_rows)(int op, int64_t K)
+{
+    if (K * (int64_t)sizeof(T) < SM_STREAM_MIN_ROW || op >= SM_SOFTMAX_BWD)
+        return 0;
+    return op == SM_LOG_SOFTMAX || K <= SM_CHUNK;
+}
+
+/* softmax or log_softmax of `rows` rows (see stream_rows) through w */
+static void FN(softmax_rows_streamed)(FN(streamer) *restrict w, const T *restrict z, int64_t rows,
+                                      int64_t K, int log_out)
+{
+    if (K <= SM_CHUNK) {
+        const int64_t per_room = SM_CHUNK / K;
+        for (int64_t r = 0; r < rows; r += per_room) {
+            const int64_t n = rows - r < per_room ? rows - r : per_room;
+            FN(softmax_rows)(z + r * K, n, K, log_out, FN(stream_room)(w, n * K));
+        }
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++, z += K) { /* log_softmax: chunk by chunk */
+        int nan_row;
+        const T m = FN(row_max)(z, K, &nan_row);
+        const T log_sum = nan_row ? 0 : (T)log(FN(row_exp_sum)(z, K, m, NULL));
+        for (int64_t c0 = 0; c0 < K; c0 += SM_CHUNK) {
+            const int64_t n = K - c0 < SM_CHUNK ? K - c0 : SM_CHUNK;
+            T *p = FN(stream_room)(w, n);
+            if (nan_row)
+                FN(row_fill_nan)(p, n);
+            else
+                FN(row_log_softmax)(z + c0, n, m, log_sum, p);
+        }
+    }
+}
+
 /* ---- column tiles: z + k*inner + j for j < w ------------------------------ */
 
 PYBN_CLONES static void FN(cols_softmax)(const T *restrict z, int64_t K, int64_t inner, int64_t w,
@@ -264,6 +353,23 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
         /* tasks of whole rows, about SM_TASK_WORK elements each */
         const int64_t per_task = K >= SM_TASK_WORK ? 1 : SM_TASK_WORK / K;
         const int64_t tasks = (outer + per_task - 1) / per_task;
+        const int level = FN(stream_rows)(op, K) ? FN(stream_level)(outer * K, 2, out) : 0;
+        if (level) {
+            /* each thread streams its share of the rows out and fences it */
+            PYBN_TEAM(nt, {
+                int64_t lo, hi;
+                pybn_share(tasks, &lo, &hi);
+                const int64_t r0 = lo * per_task, r1 = hi * per_task < outer ? hi * per_task : outer;
+                FN(streamer) w;
+                w.dst = out + r0 * K;
+                w.used = 0;
+                w.level = level;
+                FN(softmax_rows_streamed)(&w, a + r0 * K, r1 - r0, K, op == SM_LOG_SOFTMAX);
+                FN(stream_flush)(&w, 1);
+                stream_fence_if(level);
+            });
+            return PYBN_OK;
+        }
         PYBN_PARALLEL_FOR(nt, t, tasks, {
             const int64_t r0 = t * per_task, n = outer - r0 < per_task ? outer - r0 : per_task;
             FN(softmax_rows)(a + r0 * K, n, K, op == SM_LOG_SOFTMAX, out + r0 * K);
@@ -354,48 +460,79 @@ PYBN_CLONES static double FN(row_ce_prob_loss)(const T *restrict z, const T *res
     return loss;
 }
 
+/* A row's gradient from its exps e, in place. */
+static void FN(ce_dz)(T *restrict e, int64_t K, double s, double q_sum, const T *restrict t,
+                      int64_t label, double smoothing, double scale)
+{
+    if (!t && smoothing == 0.0) {
+        /* dz = scale * (p - onehot): the softmax's scaling pass, then the
+         * label's entry on its own */
+        const double e_y = (double)e[label];
+        FN(row_scale)(e, K, scale / s);
+        e[label] = (T)(scale * (e_y / s - 1.0));
+    } else {
+        FN(row_ce_grad)(e, K, 1.0 / s, q_sum, t, label, smoothing, scale);
+    }
+}
+
+/* The loss of one row (label >= 0, or the probability row t) and, unless
+ * dz and w are both NULL, its gradient: into dz (cached) or through w
+ * (streamed; rows of at most SM_CHUNK). */
+static double FN(ce_row)(const T *restrict z, int64_t K, int64_t label, const T *restrict t,
+                         double smoothing, double scale, FN(streamer) *restrict w, T *restrict dz)
+{
+    T *e = w ? FN(stream_room)(w, K) : dz; /* where the exps are kept */
+    int nan_row;
+    const T m = FN(row_max)(z, K, &nan_row);
+    if (nan_row) {
+        if (e)
+            FN(row_fill_nan)(e, K);
+        return NAN;
+    }
+    const double s = FN(row_exp_sum)(z, K, m, e);
+    /* log_softmax(z)_k = (z_k - m) - log(s): subtracting the max first
+     * keeps log(s) from vanishing next to a huge m */
+    const double log_s = log(s);
+    double loss, q_sum = 1.0;
+    if (!t) {
+        /* as nll_loss: only the labelled term unless smoothing asks for all */
+        loss = (1.0 - smoothing) * (log_s - ((double)z[label] - (double)m));
+        if (smoothing > 0.0)
+            loss -= smoothing * FN(row_mean_log_softmax)(z, K, (double)m, log_s);
+    } else {
+        loss = FN(row_ce_prob_loss)(z, t, K, (double)m, log_s, smoothing, &q_sum);
+    }
+    if (e)
+        FN(ce_dz)(e, K, s, q_sum, t, label, smoothing, scale);
+    return loss;
+}
+
 static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict z,
                                      const int64_t *restrict labels, const T *restrict target,
                                      double smoothing, double scale, double *restrict loss,
                                      T *restrict dz, int n_threads)
 {
     const int nt = pybn_team_size(rows * K, SM_SMALL_WORK, n_threads);
+    const int level = dz && FN(stream_rows)(SM_SOFTMAX, K) ? FN(stream_level)(rows * K, target ? 3 : 2, dz) : 0;
+    if (level) {
+        PYBN_TEAM(nt, {
+            int64_t lo, hi;
+            pybn_share(rows, &lo, &hi);
+            FN(streamer) w;
+            w.dst = dz + lo * K;
+            w.used = 0;
+            w.level = level;
+            for (int64_t r = lo; r < hi; r++)
+                loss[r] = FN(ce_row)(z + r * K, K, labels ? labels[r] : -1,
+                                     labels ? NULL : target + r * K, smoothing, scale, &w, NULL);
+            FN(stream_flush)(&w, 1);
+            stream_fence_if(level);
+        });
+        return PYBN_OK;
+    }
     PYBN_PARALLEL_FOR(nt, r, rows, {
-        const T *zr = z + r * K;
-        T *dzr = dz ? dz + r * K : NULL;
-        int nan_row;
-        const T m = FN(row_max)(zr, K, &nan_row);
-        if (nan_row) {
-            loss[r] = NAN;
-            if (dzr)
-                FN(row_fill_nan)(dzr, K);
-            continue;
-        }
-        const double s = FN(row_exp_sum)(zr, K, m, dzr);
-        /* log_softmax(z)_k = (z_k - m) - log(s): subtracting the max first
-         * keeps log(s) from vanishing next to a huge m */
-        const double log_s = log(s);
-        double q_sum = 1.0;
-        if (labels) {
-            const int64_t y = labels[r];
-            /* as nll_loss: only the labelled term unless smoothing asks for all */
-            loss[r] = (1.0 - smoothing) * (log_s - ((double)zr[y] - (double)m));
-            if (smoothing > 0.0)
-                loss[r] -= smoothing * FN(row_mean_log_softmax)(zr, K, (double)m, log_s);
-        } else {
-            loss[r] = FN(row_ce_prob_loss)(zr, target + r * K, K, (double)m, log_s, smoothing, &q_sum);
-        }
-        if (dzr && labels && smoothing == 0.0) {
-            /* dz = scale * (p - onehot): the softmax's scaling pass, then
-             * the label's entry on its own */
-            const int64_t y = labels[r];
-            const double e_y = (double)dzr[y];
-            FN(row_scale)(dzr, K, scale / s);
-            dzr[y] = (T)(scale * (e_y / s - 1.0));
-        } else if (dzr) {
-            FN(row_ce_grad)(dzr, K, 1.0 / s, q_sum, labels ? NULL : target + r * K,
-                            labels ? labels[r] : -1, smoothing, scale);
-        }
+        loss[r] = FN(ce_row)(z + r * K, K, labels ? labels[r] : -1, labels ? NULL : target + r * K,
+                             smoothing, scale, NULL, dz ? dz + r * K : NULL);
     });
     return PYBN_OK;
 }

@@ -1,5 +1,6 @@
-/* stream.h - batch norm's per-element passes over planes (normalize, dx),
- * written with non-temporal stores (private to batchnorm.c).
+/* stream.h - non-temporal stores: batch norm's per-element passes over
+ * planes (normalize, dx), and the copy the softmax family streams its rows
+ * out with (private to batchnorm.c and softmax.c).
  *
  * Beyond the last-level cache, a normal store first reads the line it
  * writes (read-for-ownership): a third of the traffic of y = f(x).
@@ -13,6 +14,9 @@
 
 #include <stdint.h>
 
+#include "common.h"
+#include "pybn.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PYBN_NO_CLONES)
 #define PYBN_HAVE_STREAM 1
 #include <immintrin.h>
@@ -22,7 +26,7 @@
  * -ffp-contract=off, so no compiler fuses it there either). Masked plain stores up to y's first 64-byte boundary and for the tail;
  * y must be float-aligned (numpy's arrays are). */
 __attribute__((target("avx512f,fma")))
-static void stream_affine_f32_avx512(const float *restrict x, int64_t n, float a, float b, float *restrict y)
+static inline void stream_affine_f32_avx512(const float *restrict x, int64_t n, float a, float b, float *restrict y)
 {
     const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
     int64_t head = (int64_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
@@ -42,7 +46,7 @@ static void stream_affine_f32_avx512(const float *restrict x, int64_t n, float a
 }
 
 __attribute__((target("avx2,fma")))
-static void stream_affine_f32_avx2(const float *restrict x, int64_t n, float a, float b, float *restrict y)
+static inline void stream_affine_f32_avx2(const float *restrict x, int64_t n, float a, float b, float *restrict y)
 {
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
     int64_t i = 0;
@@ -57,7 +61,7 @@ static void stream_affine_f32_avx2(const float *restrict x, int64_t n, float a, 
 /* dx = (k_dy*dy + k_x*(x - mean)) + k_c, c = {mean, k_dy, k_x, k_c}: each
  * operation rounded, in run_dx_t's order. */
 __attribute__((target("avx512f,fma")))
-static void stream_dx_f32_avx512(const float *restrict dy, const float *restrict x, int64_t n,
+static inline void stream_dx_f32_avx512(const float *restrict dy, const float *restrict x, int64_t n,
                                  const float *restrict c, float *restrict dx)
 {
     const __m512 mean = _mm512_set1_ps(c[0]), k_dy = _mm512_set1_ps(c[1]);
@@ -78,7 +82,7 @@ static void stream_dx_f32_avx512(const float *restrict dy, const float *restrict
 }
 
 __attribute__((target("avx2,fma")))
-static void stream_dx_f32_avx2(const float *restrict dy, const float *restrict x, int64_t n,
+static inline void stream_dx_f32_avx2(const float *restrict dy, const float *restrict x, int64_t n,
                                const float *restrict c, float *restrict dx)
 {
     const __m256 mean = _mm256_set1_ps(c[0]), k_dy = _mm256_set1_ps(c[1]);
@@ -99,7 +103,7 @@ static void stream_dx_f32_avx2(const float *restrict dy, const float *restrict x
  * dx = (k_dy*dy + k_x*(x - mean)) + k_c with c = {mean, k_dy, k_x, k_c}
  * rows of cld. Masked plain stores where a row is not 64-byte aligned. */
 __attribute__((target("avx512f,fma")))
-static void stream_rows_f32_avx512(const float *restrict dy, const float *restrict x, int64_t rows,
+static inline void stream_rows_f32_avx512(const float *restrict dy, const float *restrict x, int64_t rows,
                                    int64_t w, int64_t ld, const float *restrict c, int64_t cld,
                                    float *restrict out)
 {
@@ -142,7 +146,7 @@ static inline float stream_rows_one(const float *restrict gr, const float *restr
 }
 
 __attribute__((target("avx2,fma")))
-static void stream_rows_f32_avx2(const float *restrict dy, const float *restrict x, int64_t rows,
+static inline void stream_rows_f32_avx2(const float *restrict dy, const float *restrict x, int64_t rows,
                                  int64_t w, int64_t ld, const float *restrict c, int64_t cld,
                                  float *restrict out)
 {
@@ -171,8 +175,98 @@ static void stream_rows_f32_avx2(const float *restrict dy, const float *restrict
     }
 }
 
+/* dst[0:n] = src[0:n]: streaming stores from dst's first 64-byte boundary
+ * on, masked plain stores for the head before it and the tail after the
+ * last whole line. For outputs computed into a cache-resident buffer first
+ * (the softmax family): their bits are the buffer's, whatever the path. */
+__attribute__((target("avx512f")))
+static inline void stream_copy_f32_avx512(const float *restrict src, int64_t n, float *restrict dst)
+{
+    int64_t head = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(float));
+    head = head < n ? head : n;
+    if (head > 0)
+        _mm512_mask_storeu_ps(dst, (__mmask16)((1u << head) - 1u), _mm512_maskz_loadu_ps((__mmask16)((1u << head) - 1u), src));
+    int64_t i = head;
+    for (; i + 16 <= n; i += 16)
+        _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_maskz_loadu_ps(k, src + i));
+    }
+}
+
+__attribute__((target("avx2")))
+static inline void stream_copy_f32_avx2(const float *restrict src, int64_t n, float *restrict dst)
+{
+    int64_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; i++)
+        dst[i] = src[i];
+    for (; i + 8 <= n; i += 8)
+        _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+    for (; i < n; i++)
+        dst[i] = src[i];
+}
+
+__attribute__((target("avx512f")))
+static inline void stream_copy_f64_avx512(const double *restrict src, int64_t n, double *restrict dst)
+{
+    int64_t head = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(double));
+    head = head < n ? head : n;
+    if (head > 0)
+        _mm512_mask_storeu_pd(dst, (__mmask8)((1u << head) - 1u), _mm512_maskz_loadu_pd((__mmask8)((1u << head) - 1u), src));
+    int64_t i = head;
+    for (; i + 8 <= n; i += 8)
+        _mm512_stream_pd(dst + i, _mm512_loadu_pd(src + i));
+    if (i < n) {
+        const __mmask8 k = (__mmask8)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_pd(dst + i, k, _mm512_maskz_loadu_pd(k, src + i));
+    }
+}
+
+__attribute__((target("avx2")))
+static inline void stream_copy_f64_avx2(const double *restrict src, int64_t n, double *restrict dst)
+{
+    int64_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; i++)
+        dst[i] = src[i];
+    for (; i + 4 <= n; i += 4)
+        _mm256_stream_pd(dst + i, _mm256_loadu_pd(src + i));
+    for (; i < n; i++)
+        dst[i] = src[i];
+}
+
 static inline void stream_fence(void) { _mm_sfence(); }
 
 #endif /* x86-64 gcc */
+
+/* Ends the calling thread's streaming stores (level: stream_level's). */
+static inline void stream_fence_if(int level)
+{
+#ifdef PYBN_HAVE_STREAM
+    if (level)
+        stream_fence();
+#else
+    (void)level;
+#endif
+}
+
+/* The SIMD level to stream a pass over `elements` values of `size` bytes
+ * in each of `arrays` arrays into y with, or 0 for plain stores: no SIMD
+ * streaming here, everything fits the cache, or y is not aligned to its
+ * element (an element-aligned y reaches 64-byte boundaries; the Python
+ * wrappers ensure one). */
+static inline int stream_level(int64_t elements, int arrays, int size, const void *y)
+{
+#ifdef PYBN_HAVE_STREAM
+    const int level = pybn_dispatch_level();
+    if (level == 0 || (double)elements * arrays * size <= pybn_cache_bytes() ||
+        (uintptr_t)y % (uintptr_t)size != 0)
+        return 0;
+    return level;
+#else
+    (void)elements, (void)arrays, (void)size, (void)y;
+    return 0;
+#endif
+}
 
 #endif /* PYBN_STREAM_H */

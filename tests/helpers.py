@@ -49,3 +49,32 @@ def skip_unless_cpu_runs(level):
     native = _kernels.build_info()["simd"]
     if level == "avx2" and not native.startswith(("x86-64-v3", "x86-64-v4")):
         pytest.skip(f"the CPU has no AVX2 (the kernels dispatch to {native})")
+
+
+def streamed_and_cached(script_text, level, tmp_path):
+    """Run a script (it saves its results to the .npz path it is given)
+    twice in fresh processes at SIMD level `level`: with every kernel call
+    streaming its output past a 64-byte "cache", and with none streaming.
+    Returns (streamed, cached), checked to hold the same arrays bit for bit."""
+    import os
+    import subprocess
+    import sys
+    skip_unless_cpu_runs(level)
+    script = tmp_path / "streamed.py"
+    script.write_text(script_text)
+    results = {}
+    for cache in ("64", "1e15"):
+        env = dict(os.environ, PYBN_CACHE_BYTES=cache)
+        if level == "avx2":
+            env["PYBN_SIMD"] = "avx2"
+        path = tmp_path / f"{cache}.npz"
+        run = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        results[cache] = np.load(path, allow_pickle=False)
+    streamed, cached = results["64"], results["1e15"]
+    assert sorted(streamed.files) == sorted(cached.files)
+    differing = {k: int(np.sum(streamed[k].view(np.uint8) != cached[k].view(np.uint8)))
+                 for k in streamed.files}
+    assert not any(differing.values()), {k: v for k, v in differing.items() if v}
+    return streamed, cached

@@ -5,7 +5,7 @@ import pytest
 
 import pybn
 from pybn import reference as ref
-from helpers import assert_close, check_gradient, skip_unless_cpu_runs
+from helpers import assert_close, check_gradient, skip_unless_cpu_runs, streamed_and_cached
 
 DTYPES = [np.float32, np.float64]
 
@@ -360,27 +360,7 @@ def test_streamed_passes_give_the_bits_of_their_cached_twins(level, tmp_path):
     # formula in one order: results may not depend on the machine's cache
     # size. (Streamed dx differed in 1.6 M of the 6.4 M elements of the
     # 64x32x56x56 case: explicit FMAs there, compiler contraction here.)
-    import os
-    import subprocess
-    import sys
-    skip_unless_cpu_runs(level)
-    script = tmp_path / "streamed.py"
-    script.write_text(_STREAMED_EQUALS_CACHED)
-    results = {}
-    for cache in ("64", "1e15"):  # every pass streams / none does
-        env = dict(os.environ, PYBN_CACHE_BYTES=cache)
-        if level == "avx2":
-            env["PYBN_SIMD"] = "avx2"
-        path = tmp_path / f"{cache}.npz"
-        run = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True,
-                             text=True, timeout=300)
-        assert run.returncode == 0, run.stderr
-        results[cache] = np.load(path, allow_pickle=False)
-    streamed, cached = results["64"], results["1e15"]
-    assert sorted(streamed.files) == sorted(cached.files)
-    differing = {k: int(np.sum(streamed[k].view(np.uint32) != cached[k].view(np.uint32)))
-                 for k in streamed.files}
-    assert not any(differing.values()), {k: v for k, v in differing.items() if v}
+    streamed, _ = streamed_and_cached(_STREAMED_EQUALS_CACHED, level, tmp_path)
     for k in streamed.files:  # 1 and 2 threads agree too
         if "_1_" in k:
             np.testing.assert_array_equal(streamed[k], streamed[k.replace("_1_", "_2_")])

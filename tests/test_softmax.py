@@ -5,7 +5,7 @@ import pytest
 
 import pybn
 from pybn import reference as ref
-from helpers import assert_close, check_gradient, skip_unless_cpu_runs, tolerance
+from helpers import assert_close, check_gradient, skip_unless_cpu_runs, streamed_and_cached, tolerance
 
 DTYPES = [np.float32, np.float64]
 
@@ -310,3 +310,52 @@ def test_cross_entropy_keeps_log_sum_next_to_a_huge_max(dtype):
         assert_close(dz, np.array([[-0.5, 0.5], [0.5, -0.5]], dtype) if target.ndim == 1 else np.zeros((2, 2), dtype))
     loss, _ = pybn.softmax_cross_entropy(logits, np.array([0, 1]), label_smoothing=0.2)
     assert_close(loss, dtype(np.log(2)))
+
+
+_STREAMED_SOFTMAX = """
+import sys, numpy as np, pybn
+rng = np.random.default_rng(0)
+# rows too short to stream, rows that fill the stream buffer (4096 floats /
+# 2048 doubles) and longer ones, odd counts, a NaN row, a -inf entry
+shapes = [(3000, 3), (7, 1024), (40, 1030), (5, 4096), (3, 4097), (2, 2048), (4, 10001), (1, 1),
+          (9, 17)]
+out = {}
+for k, shape in enumerate(shapes):
+    for dtype in (np.float32, np.float64):
+        z = (rng.standard_normal(shape) * 4).astype(dtype)
+        z[0, 0] = np.nan if shape[0] > 2 else z[0, 0]
+        z[-1, -1] = -np.inf
+        g = rng.standard_normal(shape).astype(dtype)
+        labels = rng.integers(0, shape[1], shape[0])
+        probs = rng.dirichlet(np.ones(shape[1]), shape[0]).astype(dtype)
+        for threads in (1, 2):
+            pybn.set_num_threads(threads)
+            # an output that starts 4 bytes past a 64-byte line: the head of plain stores
+            dst = np.empty(z.size + 1, dtype)[1:].reshape(shape)
+            p = pybn.softmax(z)
+            res = {"softmax": p, "log_softmax": pybn.log_softmax(z),
+                   "softmax_offset": pybn.softmax(z, out=dst).copy(),
+                   "softmax_backward": pybn.softmax_backward(g, p),
+                   "log_softmax_backward": pybn.log_softmax_backward(g, pybn.log_softmax(z))}
+            for s in (0.0, 0.1):
+                loss, dz = pybn.softmax_cross_entropy(z, labels, reduction="none", label_smoothing=s)
+                res[f"ce_labels_{s}"], res[f"ce_labels_{s}_loss"] = dz, loss
+                loss, dz = pybn.softmax_cross_entropy(z, probs, reduction="none", label_smoothing=s)
+                res[f"ce_probs_{s}"], res[f"ce_probs_{s}_loss"] = dz, loss
+            for name, a in res.items():
+                out[f"{k}_{np.dtype(dtype).name}_{threads}_{name}"] = a
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.parametrize("level", ["native", "avx2"])
+def test_streamed_rows_give_the_bits_of_their_cached_twins(level, tmp_path):
+    # Beyond the cache, rows of at least 4 KB are computed into a buffer and
+    # streamed out (softmax_impl.h); longer log-softmax rows chunk by chunk
+    # after their sum. The bits may not depend on the cache size.
+    streamed, _ = streamed_and_cached(_STREAMED_SOFTMAX, level, tmp_path)
+    for k in streamed.files:  # 1 and 2 threads agree too, and the offset output is the same
+        if "_1_" in k:
+            np.testing.assert_array_equal(streamed[k], streamed[k.replace("_1_", "_2_")])
+        if k.endswith("softmax_offset"):
+            np.testing.assert_array_equal(streamed[k], streamed[k.replace("_offset", "")])
