@@ -168,7 +168,8 @@ pybn_status pybn_optimizer_step_f64(int kind, int64_t n, double *restrict w, con
 const char *pybn_simd_level(void);
 /* The last-level cache size in bytes the kernels assume: float32 batch
  * norm streams outputs past the cache when a pass's arrays exceed it. From
- * sysfs (32 MiB when unknown); PYBN_CACHE_BYTES overrides it (for testing). */
+ * sysfs, at most 32 MiB (a larger L3 is shared by a whole server socket;
+ * 32 MiB when unknown); PYBN_CACHE_BYTES overrides it (for testing). */
 double pybn_cache_bytes(void);
 /* OpenMP's default team size for the calling thread (1 without OpenMP). */
 int pybn_openmp_max_threads(void);
