@@ -140,7 +140,7 @@ static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t
 
 #define T double
 #define SFX f64
-#define EXP exp
+#define EXP pybn_exp
 #include "softmax_impl.h"
 #undef T
 #undef SFX

@@ -298,6 +298,23 @@ def test_float_exp_underflows_to_zero_without_flushing_larger_values():
     assert np.all(p[0, 3:] == 0.0)
 
 
+def test_double_exp_is_within_an_ulp_or_two_over_its_range():
+    # float64 runs a vectorizable exp of its own (common.h), not libm's
+    # scalar one: within 2 ulp of NumPy's exp from -707 to 0 (CI runs this
+    # with the default clone too), exactly 0 below about -707.7 (results
+    # under 4.5e-308), NaN kept. The log-softmax backward with g = (0, -1)
+    # returns dz_0 = g_0 - exp(lp_0) * sum(g) = exp(lp_0): the exp itself.
+    x = -np.concatenate([np.linspace(0, 707, 200001), np.geomspace(1e-300, 1, 1000)])
+    g = np.zeros((x.size, 2))
+    g[:, 1] = -1.0
+    dz = pybn.log_softmax_backward(g, np.stack([x, np.zeros_like(x)], axis=1))
+    expected = np.exp(x)
+    ulps = np.abs(dz[:, 0] - expected) / np.spacing(expected)
+    assert ulps.max() <= 2.0, (ulps.max(), x[ulps.argmax()])
+    tail = pybn.log_softmax_backward(np.array([[0.0, -1.0]] * 3), np.array([[-707.8, 0], [-745, 0], [np.nan, 0]]))
+    assert tail[0, 0] == 0.0 and tail[1, 0] == 0.0 and np.isnan(tail[2, 0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_keeps_log_sum_next_to_a_huge_max(dtype):
     # Found by hypothesis: lse = max + log(sum) rounds log(2) away next to
