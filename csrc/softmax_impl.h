@@ -137,22 +137,26 @@ PYBN_CLONES static double FN(row_mean_log_softmax)(const T *restrict a, int64_t 
     return s;
 }
 
-/* dz = p * (dp - dot) */
+/* dz = p * (dp - dot), in T as PyTorch: for float, two roundings after the
+ * dot's, an error below 3 ulp of p * max(|dp|, |dot|); double arithmetic
+ * here cost the backward a third of its speed (0.53-0.98x PyTorch). */
 PYBN_CLONES static void FN(row_softmax_backward)(const T *restrict dp, const T *restrict p,
                                                  int64_t K, double dot, T *restrict dz)
 {
+    const T dot_t = (T)dot;
 #pragma omp simd
     for (int64_t k = 0; k < K; k++)
-        dz[k] = (T)((double)p[k] * ((double)dp[k] - dot));
+        dz[k] = p[k] * (dp[k] - dot_t);
 }
 
-/* dz = dlp - exp(lp) * sum */
+/* dz = dlp - exp(lp) * sum, in T (as above) */
 PYBN_CLONES static void FN(row_log_softmax_backward)(const T *restrict dlp, const T *restrict lp,
                                                      int64_t K, double sum, T *restrict dz)
 {
+    const T sum_t = (T)sum;
 #pragma omp simd
     for (int64_t k = 0; k < K; k++)
-        dz[k] = (T)((double)dlp[k] - (double)EXP(lp[k]) * sum);
+        dz[k] = dlp[k] - EXP(lp[k]) * sum_t;
 }
 
 /* softmax (log_out == 0) or log_softmax of `rows` rows of K. */
@@ -333,8 +337,7 @@ PYBN_CLONES static void FN(cols_backward)(const T *restrict g, const T *restrict
         T *restrict dk = dz + k * inner;
 #pragma omp simd
         for (int64_t j = 0; j < w; j++)
-            dk[j] = log_grad ? (T)((double)gk[j] - (double)EXP(yk[j]) * s[j])
-                             : (T)((double)yk[j] * ((double)gk[j] - s[j]));
+            dk[j] = log_grad ? gk[j] - EXP(yk[j]) * (T)s[j] : yk[j] * (gk[j] - (T)s[j]);
     }
 }
 
