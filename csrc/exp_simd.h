@@ -156,6 +156,31 @@ AVX512_TARGET static void softmax_rows_f32_avx512(const float *restrict z, int64
     }
 }
 
+/* dz = dlp - exp(lp) * sum over a row of K: the log-softmax backward. Its
+ * lp is anything the caller passes, so lanes above 88 (where 2^n would
+ * overflow the exponent) or NaN take pybn_expf; below, the clamp above
+ * gives exp's 0 as for the forward. */
+AVX512_TARGET static void log_softmax_backward_f32_avx512(const float *restrict dlp, const float *restrict lp,
+                                                          int64_t K, float sum, float *restrict dz)
+{
+    const __m512 vs = _mm512_set1_ps(sum), top = _mm512_set1_ps(88.0f);
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 live = live16(K, k);
+        const __m512 x = _mm512_maskz_loadu_ps(live, lp + k);
+        __m512 e = exp_f32_avx512(_mm512_min_ps(x, top));
+        const __mmask16 odd = _mm512_mask_cmp_ps_mask(live, x, top, _CMP_NLE_UQ); /* > 88 or NaN */
+        if (odd) {
+            float lanes[16];
+            _mm512_storeu_ps(lanes, e);
+            for (int j = 0; j < 16; j++)
+                if (odd >> j & 1)
+                    lanes[j] = pybn_expf(lp[k + j]);
+            e = _mm512_loadu_ps(lanes);
+        }
+        _mm512_mask_storeu_ps(dz + k, live, _mm512_fnmadd_ps(e, vs, _mm512_maskz_loadu_ps(live, dlp + k)));
+    }
+}
+
 /* ---- AVX2 ---------------------------------------------------------------- */
 
 AVX2_TARGET static inline __m256 exp_f32_avx2(__m256 x)
@@ -256,6 +281,28 @@ AVX2_TARGET static void softmax_rows_f32_avx2(const float *restrict z, int64_t r
                 _mm256_maskstore_ps(out + k, live, _mm256_sub_ps(x, log_sum));
             }
         }
+    }
+}
+
+AVX2_TARGET static void log_softmax_backward_f32_avx2(const float *restrict dlp, const float *restrict lp,
+                                                      int64_t K, float sum, float *restrict dz)
+{
+    const __m256 vs = _mm256_set1_ps(sum), top = _mm256_set1_ps(88.0f);
+    for (int64_t k = 0; k < K; k += 8) {
+        const __m256i live = live8(K, k);
+        const __m256 x = _mm256_maskload_ps(lp + k, live);
+        __m256 e = exp_f32_avx2(_mm256_min_ps(x, top));
+        const int odd = _mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(x, top, _CMP_NLE_UQ),
+                                                         _mm256_castsi256_ps(live)));
+        if (odd) {
+            float lanes[8];
+            _mm256_storeu_ps(lanes, e);
+            for (int j = 0; j < 8; j++)
+                if (odd >> j & 1)
+                    lanes[j] = pybn_expf(lp[k + j]);
+            e = _mm256_loadu_ps(lanes);
+        }
+        _mm256_maskstore_ps(dz + k, live, _mm256_fnmadd_ps(e, vs, _mm256_maskload_ps(dlp + k, live)));
     }
 }
 

@@ -83,6 +83,8 @@ static void stream_copy_f64(int level, const double *restrict src, int64_t n, do
 static float simd_row_max_f32(const float *restrict z, int64_t K, int *restrict nan_row);
 static double simd_exp_sum_f32(const float *restrict z, int64_t K, float m, float *restrict e);
 static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t K, int log_out, float *restrict out);
+static void simd_log_softmax_backward_f32(const float *restrict dlp, const float *restrict lp, int64_t K,
+                                          double sum, float *restrict dz);
 
 #define T float
 #define SFX f32
@@ -90,6 +92,7 @@ static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t
 #define ROW_MAX simd_row_max_f32
 #define ROW_EXP_SUM simd_exp_sum_f32
 #define ROWS_SOFTMAX simd_softmax_rows_f32
+#define ROW_LOG_SOFTMAX_BWD simd_log_softmax_backward_f32
 #include "softmax_impl.h"
 #undef T
 #undef SFX
@@ -97,6 +100,7 @@ static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t
 #undef ROW_MAX
 #undef ROW_EXP_SUM
 #undef ROWS_SOFTMAX
+#undef ROW_LOG_SOFTMAX_BWD
 
 static float simd_row_max_f32(const float *restrict z, int64_t K, int *restrict nan_row)
 {
@@ -136,6 +140,23 @@ static void simd_softmax_rows_f32(const float *restrict z, int64_t rows, int64_t
     }
 #endif
     softmax_rows_portable_f32(z, rows, K, log_out, out);
+}
+
+static void simd_log_softmax_backward_f32(const float *restrict dlp, const float *restrict lp, int64_t K,
+                                          double sum, float *restrict dz)
+{
+#ifdef PYBN_HAVE_EXP_SIMD
+    const int level = pybn_dispatch_level();
+    if (level == 2) {
+        log_softmax_backward_f32_avx512(dlp, lp, K, (float)sum, dz);
+        return;
+    }
+    if (level == 1) {
+        log_softmax_backward_f32_avx2(dlp, lp, K, (float)sum, dz);
+        return;
+    }
+#endif
+    row_log_softmax_backward_portable_f32(dlp, lp, K, sum, dz);
 }
 
 #define T double

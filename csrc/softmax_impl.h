@@ -150,13 +150,23 @@ PYBN_CLONES static void FN(row_softmax_backward)(const T *restrict dp, const T *
 }
 
 /* dz = dlp - exp(lp) * sum, in T (as above) */
-PYBN_CLONES static void FN(row_log_softmax_backward)(const T *restrict dlp, const T *restrict lp,
-                                                     int64_t K, double sum, T *restrict dz)
+PYBN_CLONES static void FN(row_log_softmax_backward_portable)(const T *restrict dlp, const T *restrict lp,
+                                                              int64_t K, double sum, T *restrict dz)
 {
     const T sum_t = (T)sum;
 #pragma omp simd
     for (int64_t k = 0; k < K; k++)
         dz[k] = dlp[k] - EXP(lp[k]) * sum_t;
+}
+
+static void FN(row_log_softmax_backward)(const T *restrict dlp, const T *restrict lp, int64_t K, double sum,
+                                         T *restrict dz)
+{
+#ifdef ROW_LOG_SOFTMAX_BWD
+    ROW_LOG_SOFTMAX_BWD(dlp, lp, K, sum, dz);
+#else
+    FN(row_log_softmax_backward_portable)(dlp, lp, K, sum, dz);
+#endif
 }
 
 /* softmax (log_out == 0) or log_softmax of `rows` rows of K. */

@@ -298,6 +298,23 @@ def test_float_exp_underflows_to_zero_without_flushing_larger_values():
     assert np.all(p[0, 3:] == 0.0)
 
 
+def test_log_softmax_backward_takes_any_log_probabilities():
+    # The float backward's vectorized exp covers lp <= 88; lanes above it
+    # (finite up to 88.72, then inf) and NaN take the full-range exp. CI runs
+    # this at the AVX2 and portable levels too.
+    lp = np.array([[-np.inf, -1e30, -100, -87.5, -1, 0, 50, 87.9, 88.2, 88.7, 89, 1e30, np.inf, np.nan,
+                    3.0, -2.5, 0.5]], np.float32)
+    lp = np.repeat(lp, 3, axis=0)
+    lp[1] = np.roll(lp[1], 5)  # the odd lanes at other SIMD positions
+    lp[2, :10] = -1.0
+    g = np.full(lp.shape, 0.5 / lp.shape[1], np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = g - np.exp(lp) * g.sum(axis=1, keepdims=True)  # float32 arithmetic, as the kernel
+    got = pybn.log_softmax_backward(g, lp)
+    assert_close(got, want)
+    assert np.isinf(got[0, lp[0] > 88.73]).all() and np.isnan(got[0, np.isnan(lp[0])]).all()
+
+
 def test_double_exp_is_within_an_ulp_or_two_over_its_range():
     # float64 runs a vectorizable exp of its own (common.h), not libm's
     # scalar one: within 2 ulp of NumPy's exp from -707 to 0 (CI runs this
