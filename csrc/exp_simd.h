@@ -156,6 +156,15 @@ AVX512_TARGET static void softmax_rows_f32_avx512(const float *restrict z, int64
     }
 }
 
+/* lanes[j] = exp(lp[j]) by pybn_expf for the lanes set in `odd` (those
+ * the vectorized exp does not cover), of a vector stored to lanes. */
+static inline void exp_odd_lanes(float *restrict lanes, unsigned odd, const float *restrict lp)
+{
+    for (int j = 0; odd; j++, odd >>= 1)
+        if (odd & 1)
+            lanes[j] = pybn_expf(lp[j]);
+}
+
 /* dz = dlp - exp(lp) * sum over a row of K: the log-softmax backward. Its
  * lp is anything the caller passes, so lanes above 88 (where 2^n would
  * overflow the exponent) or NaN take pybn_expf; below, the clamp above
@@ -172,9 +181,7 @@ AVX512_TARGET static void log_softmax_backward_f32_avx512(const float *restrict 
         if (odd) {
             float lanes[16];
             _mm512_storeu_ps(lanes, e);
-            for (int j = 0; j < 16; j++)
-                if (odd >> j & 1)
-                    lanes[j] = pybn_expf(lp[k + j]);
+            exp_odd_lanes(lanes, odd, lp + k);
             e = _mm512_loadu_ps(lanes);
         }
         _mm512_mask_storeu_ps(dz + k, live, _mm512_fnmadd_ps(e, vs, _mm512_maskz_loadu_ps(live, dlp + k)));
@@ -297,9 +304,7 @@ AVX2_TARGET static void log_softmax_backward_f32_avx2(const float *restrict dlp,
         if (odd) {
             float lanes[8];
             _mm256_storeu_ps(lanes, e);
-            for (int j = 0; j < 8; j++)
-                if (odd >> j & 1)
-                    lanes[j] = pybn_expf(lp[k + j]);
+            exp_odd_lanes(lanes, (unsigned)odd, lp + k);
             e = _mm256_loadu_ps(lanes);
         }
         _mm256_maskstore_ps(dz + k, live, _mm256_fnmadd_ps(e, vs, _mm256_maskload_ps(dlp + k, live)));

@@ -21,7 +21,8 @@ enum { SM_SOFTMAX = 0, SM_LOG_SOFTMAX = 1, SM_SOFTMAX_BWD = 2, SM_LOG_SOFTMAX_BW
 
 static int ce_smoothing_ok(double s) { return s >= 0.0 && s <= 1.0; }
 
-/* Lanes of the portable exp sum (softmax_impl.h). */
+/* Lanes of the portable exp sum (softmax_impl.h, which adds them pairwise:
+ * eight). */
 #define SM_LANES 8
 
 /* The buffer a thread computes rows into before streaming them out: well
@@ -34,50 +35,6 @@ static int ce_smoothing_ok(double s) { return s >= 0.0 && s <= 1.0; }
 /* Rows per task: about this many elements, so that short rows are not one
  * task each and long rows still spread over the threads. */
 #define SM_TASK_WORK 4096
-
-/* Streaming stores per dtype (stream.h): the level to stream a call's
- * output with (0: plain stores) and the copy out of the buffer. */
-static int stream_level_f32(int64_t elements, int arrays, const float *y)
-{
-    return stream_level(elements, arrays, sizeof(float), y);
-}
-
-static int stream_level_f64(int64_t elements, int arrays, const double *y)
-{
-    return stream_level(elements, arrays, sizeof(double), y);
-}
-
-static void stream_copy_f32(int level, const float *restrict src, int64_t n, float *restrict dst)
-{
-#ifdef PYBN_HAVE_STREAM
-    if (level == 2) {
-        stream_copy_f32_avx512(src, n, dst);
-        return;
-    }
-    if (level == 1) {
-        stream_copy_f32_avx2(src, n, dst);
-        return;
-    }
-#endif
-    (void)level;
-    memcpy(dst, src, (size_t)n * sizeof(float));
-}
-
-static void stream_copy_f64(int level, const double *restrict src, int64_t n, double *restrict dst)
-{
-#ifdef PYBN_HAVE_STREAM
-    if (level == 2) {
-        stream_copy_f64_avx512(src, n, dst);
-        return;
-    }
-    if (level == 1) {
-        stream_copy_f64_avx2(src, n, dst);
-        return;
-    }
-#endif
-    (void)level;
-    memcpy(dst, src, (size_t)n * sizeof(double));
-}
 
 /* float rows use the hand-vectorized pipeline where the CPU has it */
 static float simd_row_max_f32(const float *restrict z, int64_t K, int *restrict nan_row);

@@ -1,7 +1,8 @@
 /* softmax_impl.h - softmax-family kernels for one dtype. Included by
  * softmax.c once per dtype with T, SFX and EXP defined, and optionally
- * ROW_MAX, ROW_EXP_SUM and ROWS_SOFTMAX (hand-vectorized replacements of
- * the portable row functions); not a header to include anywhere else.
+ * ROW_MAX, ROW_EXP_SUM, ROWS_SOFTMAX and ROW_LOG_SOFTMAX_BWD
+ * (hand-vectorized replacements of the portable row functions); not a
+ * header to include anywhere else.
  *
  * Design: z is viewed as (outer, K, inner) and reduced along K.
  *   - rows (inner == 1): a task is one or more whole rows (about
@@ -220,10 +221,25 @@ static void FN(stream_flush)(FN(streamer) *restrict w, int last)
         const uintptr_t start = (uintptr_t)w->dst, end = (uintptr_t)(w->dst + n) & ~(uintptr_t)63;
         n = end > start ? (int64_t)((end - start) / sizeof(T)) : 0;
     }
-    FN(stream_copy)(w->level, w->buf, n, w->dst);
+    stream_copy(w->level, w->buf, (size_t)n * sizeof(T), w->dst);
     memmove(w->buf, w->buf + n, (size_t)(w->used - n) * sizeof(T));
     w->dst += n;
     w->used -= n;
+}
+
+/* A streamer writing from dst on at `level`, and its end: the rest of the
+ * buffer copied out and this thread's streaming stores fenced. */
+static void FN(stream_begin)(FN(streamer) *restrict w, T *dst, int level)
+{
+    w->dst = dst;
+    w->used = 0;
+    w->level = level;
+}
+
+static void FN(stream_end)(FN(streamer) *restrict w)
+{
+    FN(stream_flush)(w, 1);
+    stream_fence_if(w->level);
 }
 
 /* Room for the next n <= SM_CHUNK output values, in buf. */
@@ -236,17 +252,16 @@ static T *FN(stream_room)(FN(streamer) *restrict w, int64_t n)
     return p;
 }
 
-/* Whether rows of K of this op stream when the arrays exceed the cache.
- * Measured on 0.5-1 GB arrays (docs/design.md): rows of 1024 floats and
- * more gain up to 1.3x, shorter rows lose the buffer's copy (0.9x);
- * a row that must be computed twice to stream (a softmax or a
- * cross-entropy row longer than the buffer: its exps are needed after its
- * sum) loses 0.6-0.8x; the backward gains nothing (0.95-1.03x). */
-static int FN(stream_rows)(int op, int64_t K)
+/* Whether rows of K stream (log-softmax, or softmax and cross-entropy)
+ * when the arrays exceed the cache. Measured on 0.5-1 GB arrays
+ * (docs/design.md): rows of 1024 floats and more gain up to 1.3x, shorter
+ * rows lose the buffer's copy (0.9x); a row that must be computed twice to
+ * stream (a softmax or a cross-entropy row longer than the buffer: its exps
+ * are needed after its sum) loses 0.6-0.8x. The backwards, which gained
+ * nothing (0.95-1.03x), never stream. */
+static int FN(stream_rows)(int log_out, int64_t K)
 {
-    if (K * (int64_t)sizeof(T) < SM_STREAM_MIN_ROW || op >= SM_SOFTMAX_BWD)
-        return 0;
-    return op == SM_LOG_SOFTMAX || K <= SM_CHUNK;
+    return K * (int64_t)sizeof(T) >= SM_STREAM_MIN_ROW && (log_out || K <= SM_CHUNK);
 }
 
 /* softmax or log_softmax of `rows` rows (see stream_rows) through w */
@@ -366,7 +381,8 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
         /* tasks of whole rows, about SM_TASK_WORK elements each */
         const int64_t per_task = K >= SM_TASK_WORK ? 1 : SM_TASK_WORK / K;
         const int64_t tasks = (outer + per_task - 1) / per_task;
-        const int level = FN(stream_rows)(op, K) ? FN(stream_level)(outer * K, 2, out) : 0;
+        const int log_out = op == SM_LOG_SOFTMAX;
+        const int level = FN(stream_rows)(log_out, K) ? stream_level(outer * K, 2, sizeof(T), out) : 0;
         if (level) {
             /* each thread streams its share of the rows out and fences it */
             PYBN_TEAM(nt, {
@@ -374,18 +390,15 @@ static pybn_status FN(softmax_op)(int op, int64_t outer, int64_t K, int64_t inne
                 pybn_share(tasks, &lo, &hi);
                 const int64_t r0 = lo * per_task, r1 = hi * per_task < outer ? hi * per_task : outer;
                 FN(streamer) w;
-                w.dst = out + r0 * K;
-                w.used = 0;
-                w.level = level;
-                FN(softmax_rows_streamed)(&w, a + r0 * K, r1 - r0, K, op == SM_LOG_SOFTMAX);
-                FN(stream_flush)(&w, 1);
-                stream_fence_if(level);
+                FN(stream_begin)(&w, out + r0 * K, level);
+                FN(softmax_rows_streamed)(&w, a + r0 * K, r1 - r0, K, log_out);
+                FN(stream_end)(&w);
             });
             return PYBN_OK;
         }
         PYBN_PARALLEL_FOR(nt, t, tasks, {
             const int64_t r0 = t * per_task, n = outer - r0 < per_task ? outer - r0 : per_task;
-            FN(softmax_rows)(a + r0 * K, n, K, op == SM_LOG_SOFTMAX, out + r0 * K);
+            FN(softmax_rows)(a + r0 * K, n, K, log_out, out + r0 * K);
         });
         return PYBN_OK;
     }
@@ -526,20 +539,17 @@ static pybn_status FN(cross_entropy)(int64_t rows, int64_t K, const T *restrict 
                                      T *restrict dz, int n_threads)
 {
     const int nt = pybn_team_size(rows * K, SM_SMALL_WORK, n_threads);
-    const int level = dz && FN(stream_rows)(SM_SOFTMAX, K) ? FN(stream_level)(rows * K, target ? 3 : 2, dz) : 0;
+    const int level = dz && FN(stream_rows)(0, K) ? stream_level(rows * K, target ? 3 : 2, sizeof(T), dz) : 0;
     if (level) {
         PYBN_TEAM(nt, {
             int64_t lo, hi;
             pybn_share(rows, &lo, &hi);
             FN(streamer) w;
-            w.dst = dz + lo * K;
-            w.used = 0;
-            w.level = level;
+            FN(stream_begin)(&w, dz + lo * K, level);
             for (int64_t r = lo; r < hi; r++)
                 loss[r] = FN(ce_row)(z + r * K, K, labels ? labels[r] : -1,
                                      labels ? NULL : target + r * K, smoothing, scale, &w, NULL);
-            FN(stream_flush)(&w, 1);
-            stream_fence_if(level);
+            FN(stream_end)(&w);
         });
         return PYBN_OK;
     }

@@ -13,6 +13,7 @@
 #define PYBN_STREAM_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "common.h"
 #include "pybn.h"
@@ -175,69 +176,51 @@ static inline void stream_rows_f32_avx2(const float *restrict dy, const float *r
     }
 }
 
-/* dst[0:n] = src[0:n]: streaming stores from dst's first 64-byte boundary
- * on, masked plain stores for the head before it and the tail after the
- * last whole line. For outputs computed into a cache-resident buffer first
- * (the softmax family): their bits are the buffer's, whatever the path. */
+/* `lines` whole 64-byte lines from src to a 64-byte aligned dst with
+ * streaming stores (stream_copy below does the head and the tail). */
 __attribute__((target("avx512f")))
-static inline void stream_copy_f32_avx512(const float *restrict src, int64_t n, float *restrict dst)
+static inline void stream_lines_avx512(const char *restrict src, size_t lines, char *restrict dst)
 {
-    int64_t head = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(float));
-    head = head < n ? head : n;
-    if (head > 0)
-        _mm512_mask_storeu_ps(dst, (__mmask16)((1u << head) - 1u), _mm512_maskz_loadu_ps((__mmask16)((1u << head) - 1u), src));
-    int64_t i = head;
-    for (; i + 16 <= n; i += 16)
-        _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
-    if (i < n) {
-        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_ps(dst + i, k, _mm512_maskz_loadu_ps(k, src + i));
-    }
+    for (size_t i = 0; i < lines * 64; i += 64)
+        _mm512_stream_si512((void *)(dst + i), _mm512_loadu_si512((const void *)(src + i)));
 }
 
 __attribute__((target("avx2")))
-static inline void stream_copy_f32_avx2(const float *restrict src, int64_t n, float *restrict dst)
+static inline void stream_lines_avx2(const char *restrict src, size_t lines, char *restrict dst)
 {
-    int64_t i = 0;
-    for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; i++)
-        dst[i] = src[i];
-    for (; i + 8 <= n; i += 8)
-        _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
-    for (; i < n; i++)
-        dst[i] = src[i];
-}
-
-__attribute__((target("avx512f")))
-static inline void stream_copy_f64_avx512(const double *restrict src, int64_t n, double *restrict dst)
-{
-    int64_t head = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(double));
-    head = head < n ? head : n;
-    if (head > 0)
-        _mm512_mask_storeu_pd(dst, (__mmask8)((1u << head) - 1u), _mm512_maskz_loadu_pd((__mmask8)((1u << head) - 1u), src));
-    int64_t i = head;
-    for (; i + 8 <= n; i += 8)
-        _mm512_stream_pd(dst + i, _mm512_loadu_pd(src + i));
-    if (i < n) {
-        const __mmask8 k = (__mmask8)((1u << (n - i)) - 1u);
-        _mm512_mask_storeu_pd(dst + i, k, _mm512_maskz_loadu_pd(k, src + i));
-    }
-}
-
-__attribute__((target("avx2")))
-static inline void stream_copy_f64_avx2(const double *restrict src, int64_t n, double *restrict dst)
-{
-    int64_t i = 0;
-    for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; i++)
-        dst[i] = src[i];
-    for (; i + 4 <= n; i += 4)
-        _mm256_stream_pd(dst + i, _mm256_loadu_pd(src + i));
-    for (; i < n; i++)
-        dst[i] = src[i];
+    for (size_t i = 0; i < lines * 64; i += 32)
+        _mm256_stream_si256((__m256i *)(dst + i), _mm256_loadu_si256((const __m256i *)(src + i)));
 }
 
 static inline void stream_fence(void) { _mm_sfence(); }
 
 #endif /* x86-64 gcc */
+
+/* A copy of `bytes` bytes, streamed at a level from stream_level from
+ * dst's first 64-byte line on, with plain stores (memcpy) for the head
+ * before it, the tail after the last whole line, and everything at level
+ * 0. For outputs computed into a cache-resident buffer first (the softmax
+ * family): a copy, so their bits are the buffer's. */
+static inline void stream_copy(int level, const void *restrict src, size_t bytes, void *restrict dst)
+{
+#ifndef PYBN_HAVE_STREAM
+    level = 0;
+#endif
+    const char *s = (const char *)src;
+    char *d = (char *)dst;
+    size_t head = (64 - ((uintptr_t)d & 63)) & 63;
+    head = level == 0 || head > bytes ? bytes : head; /* level 0: all of it plain */
+    memcpy(d, s, head);
+    const size_t lines = (bytes - head) / 64;
+#ifdef PYBN_HAVE_STREAM
+    if (level == 2)
+        stream_lines_avx512(s + head, lines, d + head);
+    else if (level == 1)
+        stream_lines_avx2(s + head, lines, d + head);
+#endif
+    const size_t done = head + lines * 64;
+    memcpy(d + done, s + done, bytes - done);
+}
 
 /* Ends the calling thread's streaming stores (level: stream_level's). */
 static inline void stream_fence_if(int level)
