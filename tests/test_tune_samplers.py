@@ -95,6 +95,16 @@ def test_a_resumed_study_keeps_its_plans_and_refuses_another_sampler_or_pruner(t
         Study(path, direction="minimize").coarse_to_fine(quadratic, SPACE, **kwargs, pruner=None)
 
 
+def test_a_continued_random_round_refuses_another_pruner(tmp_path):
+    path = tmp_path / "s.sqlite"
+    Study(path, direction="minimize").optimize(quadratic, SPACE, 4, seed=3, pruner=None)
+    with pytest.raises(ValueError, match="pruner: round 0 of study 'default' ran with"):
+        Study(path, direction="minimize").optimize(quadratic, SPACE, 8, seed=3)
+    assert len(Study(path, direction="minimize").trials) == 4  # refused before any trial ran
+    Study(path, direction="minimize").optimize(quadratic, SPACE, 8, seed=3, pruner=None)
+    assert len(Study(path, direction="minimize").trials) == 8
+
+
 def test_choices_are_checked_by_name():
     with pytest.raises(TypeError, match="sampler: expected a pybn.tune sampler"):
         Study().coarse_to_fine(quadratic, SPACE, rounds=1, trials_per_round=2, sampler="tpe")
@@ -109,7 +119,8 @@ def test_choices_are_checked_by_name():
             PercentilePruner(**bad)
     for bad, match in [(dict(top_k=0), "top_k"), (dict(top_fraction=2), "top_fraction"),
                        (dict(margin=-1), "margin"), (dict(min_width=0), "min_width"),
-                       (dict(local_fraction=True), "local_fraction")]:
+                       (dict(local_fraction=True), "local_fraction"), (dict(explore_fraction=-0.1), "explore"),
+                       (dict(local_fraction=0.7, explore_fraction=0.4), "explore_fraction: expected at most 1 - local_fraction = 0.3")]:
         with pytest.raises(ValueError, match=match):
             CoarseToFineSampler(**bad)
 
@@ -117,7 +128,8 @@ def test_choices_are_checked_by_name():
 def test_pruners_and_samplers_round_trip_through_json():
     for pruner in (MedianPruner(warmup_steps=4, min_trials=2, lag=3), PercentilePruner(25.0), NopPruner()):
         assert pruner_from_json(pruner.to_json()) == pruner
-    for sampler in (CoarseToFineSampler(top_k=3, top_fraction=0.3, margin=0.5), RandomSampler()):
+    for sampler in (CoarseToFineSampler(top_k=3, top_fraction=0.3, margin=0.5),
+                    CoarseToFineSampler(explore_fraction=0.1), RandomSampler()):
         assert sampler_from_json(sampler.to_json()) == sampler
 
 

@@ -61,7 +61,8 @@ class CoarseToFineSampler:
     """Round 0 uniform over the space; later rounds denser where the good
     trials are (see the module docstring)."""
 
-    def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.7):
+    def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.7,
+                 explore_fraction=0.0):
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
             raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
         if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < math.inf:
@@ -70,6 +71,10 @@ class CoarseToFineSampler:
         self.top_fraction = _fraction(top_fraction, "top_fraction")
         self.min_width = _fraction(min_width, "min_width", low_open=True)
         self.local_fraction = _fraction(local_fraction, "local_fraction")
+        self.explore_fraction = _fraction(explore_fraction, "explore_fraction")
+        if self.local_fraction + self.explore_fraction > 1:
+            raise ValueError(f"explore_fraction: expected at most 1 - local_fraction = {1 - self.local_fraction:g}, "
+                             f"got {explore_fraction!r}")
 
     def n_good(self, n_complete):
         return max(self.top_k, math.ceil(self.top_fraction * n_complete))
@@ -92,19 +97,26 @@ class CoarseToFineSampler:
             lo, hi = max(full_lo, r.min() - pad), min(full_hi, r.max() + pad)
             region[name] = dist._with_bounds(*sorted((dist.inverse(lo), dist.inverse(hi))))
             widths[name] = _kernel_widths(r, spread, floor / 2)
-        return {"space": space_to_json(region), "centers": [dict(t.params) for t in good_trials],
+        plan = {"space": space_to_json(region), "centers": [dict(t.params) for t in good_trials],
                 "widths": widths, "local_fraction": self.local_fraction}
+        if self.explore_fraction:
+            plan.update(explore_fraction=self.explore_fraction, whole_space=space_to_json(space))
+        return plan
 
     def to_json(self):
-        return {"kind": "coarse_to_fine", "top_k": self.top_k, "top_fraction": self.top_fraction,
+        data = {"kind": "coarse_to_fine", "top_k": self.top_k, "top_fraction": self.top_fraction,
                 "margin": self.margin, "min_width": self.min_width, "local_fraction": self.local_fraction}
+        if self.explore_fraction:  # studies stored before it existed keep their identity
+            data["explore_fraction"] = self.explore_fraction
+        return data
 
     def __eq__(self, other):
         return isinstance(other, CoarseToFineSampler) and self.to_json() == other.to_json()
 
     def __repr__(self):
         return (f"CoarseToFineSampler(top_k={self.top_k}, top_fraction={self.top_fraction:g}, "
-                f"margin={self.margin:g}, min_width={self.min_width:g}, local_fraction={self.local_fraction:g})")
+                f"margin={self.margin:g}, min_width={self.min_width:g}, local_fraction={self.local_fraction:g}, "
+                f"explore_fraction={self.explore_fraction:g})")
 
 
 def _kernel_widths(r, spread, floor):
@@ -146,13 +158,16 @@ def sample_trial(plan, seed, number):
     region = space_from_json(plan["space"])
     rng = np.random.default_rng([seed, number])
     centers = plan.get("centers")
-    if centers and rng.random() < plan["local_fraction"]:
+    u = rng.random() if centers else None  # which kind of draw: local, whole space or region
+    if centers and u < plan["local_fraction"]:
         weights = np.arange(len(centers), 0, -1, dtype=float)  # linear in rank: the best the likeliest
         i = int(rng.choice(len(centers), p=weights / weights.sum()))
         widths = plan["widths"]  # numeric parameters only: a choice takes no step width
         params = {name: _plain(_step(dist, centers[i][name], widths[name][i] if name in widths else None, rng))
                   for name, dist in region.items()}
     else:
+        if centers and u < plan["local_fraction"] + plan.get("explore_fraction", 0.0):
+            region = space_from_json(plan["whole_space"])
         params = {name: _plain(dist.sample(rng)) for name, dist in region.items()}
     return params, int(rng.integers(2**31))
 

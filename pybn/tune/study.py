@@ -246,6 +246,9 @@ class Study:
                     seed is None or stored[0]["seed"] == seed):
                 round_, plan = last, stored[0]  # continue the last round
                 first, n_trials = stored[2], max(n_trials, stored[1])
+                if "pruner" in plan and plan["pruner"] != pruner.to_json():
+                    raise ValueError(f"pruner: round {round_} of study {self.name!r} ran with {plan['pruner']}, "
+                                     f"not {pruner.to_json()} (use another study name to change it)")
             else:
                 if stored:  # finish what the last round left running before a new one
                     run(last, stored[0], stored[2], stored[1])
