@@ -64,6 +64,20 @@ def test_local_draws_gather_near_the_good_trials():
         assert isinstance(params["lr"], float) and isinstance(seed, int)
 
 
+def test_explore_draws_cover_the_whole_space_and_default_plans_are_unchanged():
+    good = _good([{"lr": 1e-3, "x": 5 + 0.01 * i, "n": 8, "act": "relu"} for i in range(5)])  # a tight region
+    inside = lambda plan: np.mean([4 <= sample_trial(plan, 0, k)[0]["x"] <= 6 for k in range(1000)])  # noqa: E731
+    tight, mixed = CoarseToFineSampler().plan(SPACE, good), CoarseToFineSampler(explore_fraction=0.3).plan(SPACE, good)
+    assert inside(tight) == 1.0
+    assert 0.65 < inside(mixed) < 0.8  # 30% uniform over [0, 10]: 6% of those land inside
+    assert "whole_space" not in tight and CoarseToFineSampler().to_json() == {
+        "kind": "coarse_to_fine", "top_k": 5, "top_fraction": 0.2, "margin": 1.0, "min_width": 0.1,
+        "local_fraction": 0.7}  # the identity of studies stored before explore_fraction existed
+    # a plan stored without explore_fraction draws the same trials as before it existed
+    assert [sample_trial(tight, 3, k) for k in range(20)] == [
+        sample_trial({**tight, "explore_fraction": 0.0}, 3, k) for k in range(20)]
+
+
 def quadratic(params):
     return (params["x"] - 7.3) ** 2 + (math.log10(params["lr"]) + 2) ** 2
 
