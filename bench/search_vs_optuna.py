@@ -5,7 +5,7 @@
     python bench/search_vs_optuna.py --seeds 3 --task synthetic
 
 For each study seed: pybn's default `pybn tune` search (random round, then
-coarse-to-fine rounds, 90 trials, 3 rounds, its pruner) and Optuna's TPE
+coarse-to-fine rounds: 90 trials, 30 random then 5 rounds of 12, its pruner) and Optuna's TPE
 (multivariate) with a MedianPruner, 90 trials, both on 2 workers with one
 kernel thread each, both maximizing MLPObjective (the best validation
 accuracy over 20 epochs) over default_space() on each parameter's own scale.
@@ -62,11 +62,11 @@ class _OptunaTrial:
 
 def run_pybn(objective, space, seed, workers, **search):
     """pybn's default search as `pybn tune` runs it (search: overrides, to try variants)."""
-    from pybn.cli.tune import split_budget
+    from pybn.cli.tune import DEFAULT_ROUNDS, DEFAULT_TRIALS, split_budget
     from pybn.tune import Study
     study = Study(None)
     start = time.perf_counter()
-    search = {"rounds": 3, "trials_per_round": split_budget(90, 3), **search}
+    search = {"rounds": DEFAULT_ROUNDS, "trials_per_round": split_budget(DEFAULT_TRIALS, DEFAULT_ROUNDS), **search}
     study.coarse_to_fine(objective, space, seed=seed, n_workers=workers, in_process=False, **search)
     wall = time.perf_counter() - start
     return study.best_value, study.best_params, wall, _round_gains(study)

@@ -39,6 +39,13 @@ def test_tune_compare_batchnorm(tmp_path, capsys):
 def test_split_budget():
     assert split_budget(60, 3) == [20, 20, 20]
     assert split_budget(10, 3) == [4, 3, 3]
+    assert split_budget(90, 6) == [30, 12, 12, 12, 12, 12]  # the default: a random third, then 5 x 12
+    assert split_budget(92, 6) == [32, 12, 12, 12, 12, 12]
+    assert split_budget(6, 6) == [1] * 6 and split_budget(7, 1) == [7] and split_budget(8, 2) == [4, 4]
+    for n in range(1, 200):
+        for rounds in range(1, min(n, 12) + 1):
+            counts = split_budget(n, rounds)
+            assert sum(counts) == n and len(counts) == rounds and min(counts) >= 1
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -114,8 +114,8 @@ def test_settings_mismatch_from_python_names_what_changed(tmp_path):
 
 def test_more_trials_grow_the_study_without_overlapping_rounds(tmp_path, capsys):
     # --n-trials 6 then 12 used to stop at 8 or 9 trials, rounds overlapping.
-    assert _tune(tmp_path, "--n-trials", "6", *QUICK) == 0
-    assert _tune(tmp_path, "--n-trials", "12", *QUICK) == 0
+    assert _tune(tmp_path, "--n-trials", "6", "--rounds", "3", *QUICK) == 0
+    assert _tune(tmp_path, "--n-trials", "12", "--rounds", "3", *QUICK) == 0
     out = capsys.readouterr().out
     assert "12 trials" in out and "6 run now" in out
     rounds = _rows(tmp_path / "s.sqlite", "SELECT round, n_trials, first_number FROM rounds ORDER BY round")
@@ -124,7 +124,7 @@ def test_more_trials_grow_the_study_without_overlapping_rounds(tmp_path, capsys)
     assert [n for n, _ in numbers] == list(range(12))
     assert [r for _, r in numbers] == [0, 0, 1, 1] + [2] * 8
     # fewer than stored: nothing runs, no error
-    assert _tune(tmp_path, "--n-trials", "3", *QUICK) == 0
+    assert _tune(tmp_path, "--n-trials", "3", "--rounds", "3", *QUICK) == 0
     assert "12 trials" in capsys.readouterr().out
 
 

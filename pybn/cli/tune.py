@@ -30,6 +30,12 @@ from .checks import UsageError
 
 PROG = "pybn tune"
 
+# The default budget: 90 trials, a random round of 30, then five finer
+# rounds of 12. Six rounds adapt to the results five times, not twice: on
+# the synthetic task of bench/search_vs_optuna.py the mean best validation
+# went from 0.9135 (3 rounds of 30) to 0.920, test 0.902 -> 0.909 (README).
+DEFAULT_TRIALS, DEFAULT_ROUNDS = 90, 6
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser("tune", help="tune a BN-MLP: random search, then coarse to fine",
@@ -38,9 +44,9 @@ def add_parser(subparsers):
     p.add_argument("--storage", default="pybn-study.sqlite",
                    help="SQLite file holding every trial; reuse it to resume")
     p.add_argument("--study", default="digits-bn-mlp", help="study name inside the storage")
-    p.add_argument("--n-trials", type=int, default=90,
+    p.add_argument("--n-trials", type=int, default=DEFAULT_TRIALS,
                    help="total trials, split over the rounds; a larger number grows a stored study")
-    p.add_argument("--rounds", type=int, default=3, help="1 random round + (rounds-1) finer rounds")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="1 random round + (rounds-1) finer rounds")
     p.add_argument("--top-k", type=int, default=5,
                    help="fewest good trials each finer round zooms around (more: the top 20%%)")
     p.add_argument("--pruner", choices=["percentile", "none"], default="percentile",
@@ -125,9 +131,14 @@ def pruner(args):
 
 
 def split_budget(n_trials, rounds):
-    """Trials per round: equal shares, the remainder to the first (coarse) round."""
-    base, extra = divmod(n_trials, rounds)
-    return [base + extra] + [base] * (rounds - 1)
+    """Trials per round: the coarse (random) round a third of the budget, or
+    an equal share if that is more, the finer rounds equal shares of the
+    rest (at least one each), any remainder to the coarse round."""
+    if rounds == 1:
+        return [n_trials]
+    first = min(max(n_trials // 3, n_trials // rounds), n_trials - (rounds - 1))
+    base, extra = divmod(n_trials - first, rounds - 1)
+    return [first + extra] + [base] * (rounds - 1)
 
 
 def run(args):
