@@ -113,6 +113,8 @@ def test_tune_summary_names_the_metric_test_accuracy_counts_and_next_steps(tmp_p
         assert "stopped early" in out and "of the complete trials' at that epoch" in out
     assert "retrained with its seed: test accuracy" in out and "held-out test examples" in out
     assert "resumes it" in out and "--plot" in out and "--retest" in out and "--export" in out
+    # the command that resumes it names exactly the settings that differ from the defaults
+    assert f"next: `pybn tune --storage {tmp_path / 's.sqlite'} --epochs 3 --n-trials 9` resumes it" in out
     # the exported model is what pybn train --resume and load_checkpoint load
     ckpt = T.load_checkpoint(export)
     assert ckpt.epoch == 3 and ckpt.extra["trial"] >= 0

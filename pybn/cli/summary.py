@@ -64,13 +64,16 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
 
 
 def _same_command(args):
-    """The pybn tune command line that reopens this study."""
+    """The pybn tune command line that reopens this study: the settings
+    that differ from the parser's defaults (read from it, never copied)."""
+    import argparse
+
+    from .tune import add_parser
+    tune_parser = add_parser(argparse.ArgumentParser().add_subparsers())
     parts = ["pybn tune"]
-    defaults = {"storage": "pybn-study.sqlite", "study": "digits-bn-mlp", "epochs": 20, "seed": 0,
-                "rounds": 3, "top_k": 5, "n_trials": 90}
-    for name, default in defaults.items():
+    for name in ("storage", "study", "epochs", "seed", "rounds", "top_k", "n_trials"):
         value = getattr(args, name)
-        if value != default:
+        if value != tune_parser.get_default(name):
             parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
     if args.data:
         parts.append(f"--data {shlex.quote(args.data)}")

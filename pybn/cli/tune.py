@@ -75,6 +75,7 @@ def add_parser(subparsers):
                    help="with --compare-batchnorm: the score a good learning rate reaches")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+    return p
 
 
 def _check(args):
