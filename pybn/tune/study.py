@@ -246,9 +246,7 @@ class Study:
                     seed is None or stored[0]["seed"] == seed):
                 round_, plan = last, stored[0]  # continue the last round
                 first, n_trials = stored[2], max(n_trials, stored[1])
-                if "pruner" in plan and plan["pruner"] != pruner.to_json():
-                    raise ValueError(f"pruner: round {round_} of study {self.name!r} ran with {plan['pruner']}, "
-                                     f"not {pruner.to_json()} (use another study name to change it)")
+                _refuse_changed(plan, "pruner", pruner, f"round {round_} of study {self.name!r}")
             else:
                 if stored:  # finish what the last round left running before a new one
                     run(last, stored[0], stored[2], stored[1])
@@ -299,9 +297,7 @@ class Study:
                 raise ValueError(f"space: study {self.name!r} searched another space "
                                  "(use another study name for another space)")
             for what, given in (("sampler", sampler), ("pruner", pruner)):
-                if what in first_plan and first_plan[what] != given.to_json():
-                    raise ValueError(f"{what}: study {self.name!r} ran with {first_plan[what]}, not "
-                                     f"{given.to_json()} (use another study name to change it)")
+                _refuse_changed(first_plan, what, given, f"study {self.name!r}")
         seed = _seed(seed)
         with self._runner(objective, pruner, n_workers, executor, progress, retry_failed, in_process,
                           timeout, max_tasks_per_child) as run, self.storage.coordinator_lock():
@@ -403,6 +399,13 @@ class Study:
         finally:
             if bar is not None:
                 bar.close()
+
+
+def _refuse_changed(plan, what, given, where):
+    """A stored plan's sampler or pruner (`what`) must be the one given."""
+    if what in plan and plan[what] != given.to_json():
+        raise ValueError(f"{what}: {where} ran with {plan[what]}, not {given.to_json()} "
+                         "(use another study name to change it)")
 
 
 def _grown_counts(requested, stored):
