@@ -357,8 +357,12 @@ def test_a_killed_dask_scheduler_ends_the_run_in_bounded_time_and_resumes(tmp_pa
         out, err = tune.communicate(timeout=120)
         assert time.monotonic() - killed < 60, "the run did not end in bounded time"
         assert tune.returncode == 1, (out, err)
-        assert "pybn tune: interrupted: the Dask scheduler at" in err and "resume" in err
-        assert "Traceback" not in err
+        # one line, nothing else: no traceback or error logged by Dask or
+        # tornado (which came through 1 run in 4 when only the "distributed"
+        # logger was silenced)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("pybn tune: interrupted: the Dask scheduler at"), err
+        assert "resume" in lines[0]
     finally:
         scheduler.kill()
         if worker is not None:

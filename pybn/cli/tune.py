@@ -111,9 +111,13 @@ def _dask_client(address):
         from distributed import Client
     except ImportError:
         raise UsageError("--dask needs Dask: pip install 'pybn[dask]'") from None
-    # Dask logs its own tracebacks when a connection drops; this command
+    # Dask logs its own tracebacks when a connection drops (through its
+    # loggers and tornado's, each given its own level and handler by Dask's
+    # logging config, so silencing a parent is not enough); this command
     # reports what happened to the study in one line instead.
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] in ("distributed", "tornado"):
+            logger.setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=5)
     except (OSError, TimeoutError, ValueError) as exc:
