@@ -413,9 +413,9 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     } else if (coef && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t tiles = bn_col_tiles(C);
+        const int64_t width = bn_map_width(outer, C, nt), tiles = (C + width - 1) / width;
         PYBN_PARALLEL_SHARES(nt, after_sums, task, bn_row_blocks(outer) * tiles, {
-            const bn_tile tl = bn_row_task(task, tiles, outer, C);
+            const bn_tile tl = bn_row_task_w(task, tiles, width, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_affine_t)(x + at, rows, w, C, coef + c0, coef + C + c0, y + at);
@@ -484,9 +484,9 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     } else if (coef && FN(stream_rows)(outer, C, dy, x, coef, dx, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t tiles = bn_col_tiles(C);
+        const int64_t width = bn_map_width(outer, C, nt), tiles = (C + width - 1) / width;
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
-            const bn_tile tl = bn_row_task(task, tiles, outer, C);
+            const bn_tile tl = bn_row_task_w(task, tiles, width, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_dx_t)(dy + at, x + at, rows, w, C, coef + c0, C, dx + at);

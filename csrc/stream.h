@@ -13,7 +13,7 @@
  * an AMD EPYC (Zen 4), masked loads of the input behind streamed stores
  * held the rows layout's streamed normalize at 9 GB/s, slower than plain
  * stores (1.9x on 6272x1024, 1 thread); unmasked, it matches them at one
- * thread and beats them by 5-18% at two (batch norm, rows and planes).
+ * thread and beats them by 4-18% at two (batch norm, rows and planes).
  */
 #ifndef PYBN_STREAM_H
 #define PYBN_STREAM_H

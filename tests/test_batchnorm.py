@@ -333,7 +333,8 @@ _STREAMED_EQUALS_CACHED = """
 import sys, numpy as np, pybn
 rng = np.random.default_rng(0)
 cases = [((64, 32, 56, 56), 1), ((8, 16, 33, 17), 1), ((3, 5, 7, 9), 1), ((1030, 700), 1),
-         ((37, 21), 1), ((5, 6, 7, 19), -1), ((4, 8, 9, 10), 1)]
+         ((37, 21), 1), ((5, 6, 7, 19), -1), ((4, 8, 9, 10), 1),
+         ((300, 2100), 1), ((600, 1500), 1)]  # rows mapped in column tiles / whole rows
 out = {}
 for k, (shape, axis) in enumerate(cases):
     x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)

@@ -13,6 +13,7 @@ import pybn
 # Large enough that the kernels really start a team of threads.
 CASES = [
     ("bn_rows", (4099, 37), 1),
+    ("bn_rows_wide", (600, 2100), 1),  # maps take whole rows at 1 and 2 threads, column tiles at 3
     ("bn_planes", (16, 3, 61, 67), 1),  # 3 channels: one task per channel at 1 and 3 threads, planes at 2
     ("bn_channels_last", (8, 33, 35, 5), -1),
     ("softmax_rows", (1001, 257), -1),
