@@ -171,6 +171,10 @@ const char *pybn_simd_level(void);
  * sysfs, at most 32 MiB (a larger L3 is shared by a whole server socket;
  * 32 MiB when unknown); PYBN_CACHE_BYTES overrides it (for testing). */
 double pybn_cache_bytes(void);
+/* Whether outputs first computed into a cache-resident buffer (softmax
+ * rows) are streamed out of it past the cache: not on AMD CPUs, where it
+ * was measured to lose, unless PYBN_CACHE_BYTES is set (runtime.c). */
+int pybn_stream_buffered(void);
 /* OpenMP's default team size for the calling thread (1 without OpenMP). */
 int pybn_openmp_max_threads(void);
 /* The OpenMP version macro the kernels were compiled with (0 without OpenMP). */

@@ -50,6 +50,7 @@ int pybn_dispatch_level(void) { return dispatch_level; }
 #define PYBN_CACHE_CAP (32.0 * 1024 * 1024)
 
 static double cache_bytes = PYBN_CACHE_CAP;
+static int cache_overridden = 0, stream_buffered = 1;
 static pthread_once_t cache_bytes_once = PTHREAD_ONCE_INIT;
 
 /* The largest cache Linux lists for cpu0 (sysfs, as lscpu reads it), up
@@ -77,14 +78,36 @@ static void read_cache_size(void)
         cache_bytes = largest < PYBN_CACHE_CAP ? largest : PYBN_CACHE_CAP;
     /* tests set it small to run the streaming paths on small arrays */
     const char *override = getenv("PYBN_CACHE_BYTES");
-    if (override && atof(override) > 0.0)
+    if (override && atof(override) > 0.0) {
         cache_bytes = atof(override);
+        cache_overridden = 1;
+    }
+    int amd = 0;
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    amd = __builtin_cpu_is("amd");
+#endif
+    stream_buffered = cache_overridden || !amd; /* see pybn_stream_buffered */
 }
 
 double pybn_cache_bytes(void)
 {
     pthread_once(&cache_bytes_once, read_cache_size);
     return cache_bytes;
+}
+
+/* Whether outputs computed into a cache-resident buffer first (the softmax
+ * family's rows up to its buffer) are worth copying out with streaming
+ * stores. Measured (docs/design.md): on an Intel Xeon VM they gained
+ * 0.9-1.4x (softmax about 1.1x, alternating processes); on an AMD EPYC
+ * (Zen 4, interleaved call by call) every case lost, softmax 1.13-1.37x, cross-entropy
+ * 1.03-1.13x, log-softmax rows of 1024 up to 1.29x (1 and 2 threads):
+ * its plain stores cost no more than the copy saves. So not on AMD, unless
+ * PYBN_CACHE_BYTES is set (tests use it to run the streamed paths). */
+int pybn_stream_buffered(void)
+{
+    pthread_once(&cache_bytes_once, read_cache_size);
+    return stream_buffered;
 }
 
 const char *pybn_simd_level(void)

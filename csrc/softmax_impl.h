@@ -258,10 +258,13 @@ static T *FN(stream_room)(FN(streamer) *restrict w, int64_t n)
  * rows lose the buffer's copy (0.9x); a row that must be computed twice to
  * stream (a softmax or a cross-entropy row longer than the buffer: its exps
  * are needed after its sum) loses 0.6-0.8x. The backwards, which gained
- * nothing (0.95-1.03x), never stream. */
+ * nothing (0.95-1.03x), never stream. Rows that fit the buffer stream only
+ * where pybn_stream_buffered() (not on AMD, where they lost); longer
+ * log-softmax rows gained on both vendors (0.84-0.95 of plain's time on
+ * an AMD EPYC). */
 static int FN(stream_rows)(int log_out, int64_t K)
 {
-    return K * (int64_t)sizeof(T) >= SM_STREAM_MIN_ROW && (log_out || K <= SM_CHUNK);
+    return K * (int64_t)sizeof(T) >= SM_STREAM_MIN_ROW && (K > SM_CHUNK ? log_out : pybn_stream_buffered());
 }
 
 /* softmax or log_softmax of `rows` rows (see stream_rows) through w */

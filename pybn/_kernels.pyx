@@ -89,6 +89,7 @@ cdef extern from "pybn.h" nogil:
     const char *pybn_build_flags()
     const char *pybn_compiler()
     double pybn_cache_bytes()
+    int pybn_stream_buffered()
 
 
 cpdef enum SoftmaxOp:
@@ -616,5 +617,6 @@ def build_info():
         "openmp_max_threads": pybn_openmp_max_threads(),
         "compiler": pybn_compiler().decode(),
         "cache_bytes": int(pybn_cache_bytes()),
+        "stream_buffered": bool(pybn_stream_buffered()),
         "c_flags": pybn_build_flags().decode().strip(),
     }

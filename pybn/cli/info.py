@@ -16,6 +16,8 @@ def run(args):
         ("OpenMP", f"on (version {info['openmp_version']})" if info["openmp_version"] else "off"),
         ("threads", f"{get_num_threads()} (OpenMP default {info['openmp_max_threads']})"),
         ("cache", f"{info['cache_bytes'] / 2**20:.0f} MiB (outputs beyond it are streamed)"),
+        ("softmax rows", "up to 16 KB streamed out of a buffer beyond the cache" if info["stream_buffered"]
+         else "up to 16 KB written with plain stores beyond the cache (streaming lost on AMD CPUs)"),
         ("compiler", info["compiler"]),
         ("C flags", info["c_flags"] or "(none)"),
     ]
