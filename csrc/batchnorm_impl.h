@@ -197,7 +197,24 @@ PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows,
                                               double *restrict s1, double *restrict s2)
 {
     int64_t r = 0;
-    /* four rows per sweep: a quarter of the accumulator loads and stores */
+    /* eight rows per sweep: eight streams in flight for a core that is
+     * bound by memory latency, an eighth of the accumulator traffic (than
+     * four: 1.04-1.21x faster on 1024-4096 columns at 1 thread, 1.00-1.08x
+     * at 2, AMD EPYC, interleaved); a block's rest four, then one, at a time */
+    for (; r + 8 <= rows; r += 8) {
+        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
+        const T *restrict x3 = x2 + ld, *restrict x4 = x3 + ld, *restrict x5 = x4 + ld;
+        const T *restrict x6 = x5 + ld, *restrict x7 = x6 + ld;
+#pragma omp simd
+        for (int64_t c = 0; c < w; c++) {
+            const double d0 = (double)x0[c] - k[c], d1 = (double)x1[c] - k[c];
+            const double d2 = (double)x2[c] - k[c], d3 = (double)x3[c] - k[c];
+            const double d4 = (double)x4[c] - k[c], d5 = (double)x5[c] - k[c];
+            const double d6 = (double)x6[c] - k[c], d7 = (double)x7[c] - k[c];
+            s1[c] += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7));
+            s2[c] += ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7));
+        }
+    }
     for (; r + 4 <= rows; r += 4) {
         const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
         const T *restrict x3 = x2 + ld;
@@ -225,7 +242,7 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) { /* four rows per sweep, as rows_shifted_sums */
+    for (; r + 4 <= rows; r += 4) { /* four rows per sweep (the float blocks' bound is for four) */
         const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
         const T *restrict g3 = g2 + ld;
         const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
