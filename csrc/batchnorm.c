@@ -23,25 +23,22 @@ static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 
 static int64_t bn_row_blocks(int64_t rows) { return (rows + PYBN_ROW_BLOCK - 1) / PYBN_ROW_BLOCK; }
 
-static int64_t bn_col_tiles(int64_t C) { return (C + BN_COL_TILE - 1) / BN_COL_TILE; }
+/* Column tiles of `width` over C columns. */
+static int64_t bn_col_tiles(int64_t C, int64_t width) { return (C + width - 1) / width; }
 
 /* Task `task` of the rows layout: row block task / tiles times column tile
- * task % tiles of an (outer, C) matrix; `at` is its first element. */
+ * task % tiles (tiles of `width` columns) of an (outer, C) matrix; `at` is
+ * its first element. */
 typedef struct {
     int64_t rows, w, at, c0;
 } bn_tile;
 
-static inline bn_tile bn_row_task_w(int64_t task, int64_t tiles, int64_t width, int64_t outer, int64_t C)
+static inline bn_tile bn_row_task(int64_t task, int64_t tiles, int64_t width, int64_t outer, int64_t C)
 {
     const int64_t r0 = task / tiles * PYBN_ROW_BLOCK, c0 = task % tiles * width;
     const bn_tile t = {outer - r0 < PYBN_ROW_BLOCK ? outer - r0 : PYBN_ROW_BLOCK,
                        C - c0 < width ? C - c0 : width, r0 * C + c0, c0};
     return t;
-}
-
-static inline bn_tile bn_row_task(int64_t task, int64_t tiles, int64_t outer, int64_t C)
-{
-    return bn_row_task_w(task, tiles, BN_COL_TILE, outer, C);
 }
 
 /* Column width of the tasks of the maps (y from x, dx from dy and x):
@@ -164,12 +161,12 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
     const int level = stream_level(outer * C, b ? 3 : 2, sizeof(float), y);
     if (level == 0)
         return 0;
-    const int64_t width = bn_map_width(outer, C, nt), tiles = (C + width - 1) / width;
+    const int64_t width = bn_map_width(outer, C, nt), tiles = bn_col_tiles(C, width);
     PYBN_TEAM(nt, {
         int64_t lo, hi;
         pybn_share(bn_row_blocks(outer) * tiles, &lo, &hi);
         for (int64_t task = lo; task < hi; task++) {
-            const bn_tile t = bn_row_task_w(task, tiles, width, outer, C);
+            const bn_tile t = bn_row_task(task, tiles, width, outer, C);
             /* affine: a = x; dx: a = dy, b = x */
             (level == 2 ? stream_rows_f32_avx512 : stream_rows_f32_avx2)(
                 b ? a + t.at : NULL, b ? b + t.at : a + t.at, t.rows, t.w, C, coef + t.c0, C, y + t.at);

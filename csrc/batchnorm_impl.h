@@ -371,13 +371,13 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
     }
 
     const int64_t blocks = bn_row_blocks(outer);
-    const int64_t tiles = bn_col_tiles(C);
+    const int64_t tiles = bn_col_tiles(C, BN_COL_TILE);
     const int64_t stride = blocks * C; /* between the two outputs' partials */
     double *partial = (double *)calloc((size_t)(stride * n_out), sizeof(double));
     if (!partial)
         return PYBN_ENOMEM;
     PYBN_PARALLEL_FOR(nt, task, blocks * tiles, {
-        const bn_tile tl = bn_row_task(task, tiles, outer, C);
+        const bn_tile tl = bn_row_task(task, tiles, BN_COL_TILE, outer, C);
         const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
         double *acc = partial + task / tiles * C + c0;
         if (kind == BN_SUM)
@@ -435,9 +435,9 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     } else if (coef && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t width = bn_map_width(outer, C, nt), tiles = (C + width - 1) / width;
+        const int64_t width = bn_map_width(outer, C, nt), tiles = bn_col_tiles(C, width);
         PYBN_PARALLEL_SHARES(nt, after_sums, task, bn_row_blocks(outer) * tiles, {
-            const bn_tile tl = bn_row_task_w(task, tiles, width, outer, C);
+            const bn_tile tl = bn_row_task(task, tiles, width, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_affine_t)(x + at, rows, w, C, coef + c0, coef + C + c0, y + at);
@@ -506,9 +506,9 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     } else if (coef && FN(stream_rows)(outer, C, dy, x, coef, dx, nt)) {
         /* done, streamed past the cache */
     } else {
-        const int64_t width = bn_map_width(outer, C, nt), tiles = (C + width - 1) / width;
+        const int64_t width = bn_map_width(outer, C, nt), tiles = bn_col_tiles(C, width);
         PYBN_PARALLEL_SHARES(nt, 1, task, bn_row_blocks(outer) * tiles, {
-            const bn_tile tl = bn_row_task_w(task, tiles, width, outer, C);
+            const bn_tile tl = bn_row_task(task, tiles, width, outer, C);
             const int64_t rows = tl.rows, w = tl.w, at = tl.at, c0 = tl.c0;
             if (coef)
                 FN(rows_dx_t)(dy + at, x + at, rows, w, C, coef + c0, C, dx + at);
