@@ -50,14 +50,15 @@ int pybn_dispatch_level(void) { return dispatch_level; }
 #define PYBN_CACHE_CAP (32.0 * 1024 * 1024)
 
 static double cache_bytes = PYBN_CACHE_CAP;
-static int cache_overridden = 0, stream_buffered = 1;
-static pthread_once_t cache_bytes_once = PTHREAD_ONCE_INIT;
+static int stream_buffered = 1;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
 /* The largest cache Linux lists for cpu0 (sysfs, as lscpu reads it), up
  * to PYBN_CACHE_CAP: sysconf(_SC_LEVEL3_CACHE_SIZE) reports the whole
  * socket's L3 in some VMs (320 MB on the 32 MB machine the benchmarks ran
- * on). Read on first use, not at load: only calls past the cache size ask. */
-static void read_cache_size(void)
+ * on). Read on first use, not at load: only calls past the cache size ask;
+ * decides stream_buffered (see pybn_stream_buffered) at the same time. */
+static void read_cache_settings(void)
 {
     double largest = 0.0;
     for (int index = 0; index < 8; index++) {
@@ -78,21 +79,20 @@ static void read_cache_size(void)
         cache_bytes = largest < PYBN_CACHE_CAP ? largest : PYBN_CACHE_CAP;
     /* tests set it small to run the streaming paths on small arrays */
     const char *override = getenv("PYBN_CACHE_BYTES");
-    if (override && atof(override) > 0.0) {
+    const int overridden = override && atof(override) > 0.0;
+    if (overridden)
         cache_bytes = atof(override);
-        cache_overridden = 1;
-    }
     int amd = 0;
 #if defined(__GNUC__) && defined(__x86_64__)
     __builtin_cpu_init();
     amd = __builtin_cpu_is("amd");
 #endif
-    stream_buffered = cache_overridden || !amd; /* see pybn_stream_buffered */
+    stream_buffered = overridden || !amd;
 }
 
 double pybn_cache_bytes(void)
 {
-    pthread_once(&cache_bytes_once, read_cache_size);
+    pthread_once(&cache_once, read_cache_settings);
     return cache_bytes;
 }
 
@@ -106,7 +106,7 @@ double pybn_cache_bytes(void)
  * PYBN_CACHE_BYTES is set (tests use it to run the streamed paths). */
 int pybn_stream_buffered(void)
 {
-    pthread_once(&cache_bytes_once, read_cache_size);
+    pthread_once(&cache_once, read_cache_settings);
     return stream_buffered;
 }
 
