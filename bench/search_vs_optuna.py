@@ -5,8 +5,8 @@
     python bench/search_vs_optuna.py --seeds 3 --task synthetic
 
 For each study seed: pybn's default `pybn tune` search (random round, then
-coarse-to-fine rounds: 90 trials, 30 random then 5 rounds of 12, its pruner) and Optuna's TPE
-(multivariate) with a MedianPruner, 90 trials, both on 2 workers with one
+coarse-to-fine rounds: 90 trials, 30 random then rounds of 8, 12, 16 and
+24, its pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90 trials, both on 2 workers with one
 kernel thread each, both maximizing MLPObjective (the best validation
 accuracy over 20 epochs) over default_space() on each parameter's own scale.
 Printed per search: best validation accuracy (mean +- sd over seeds), the

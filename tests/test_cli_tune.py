@@ -37,15 +37,17 @@ def test_tune_compare_batchnorm(tmp_path, capsys):
 
 
 def test_split_budget():
-    assert split_budget(60, 3) == [20, 20, 20]
-    assert split_budget(10, 3) == [4, 3, 3]
-    assert split_budget(90, 6) == [30, 12, 12, 12, 12, 12]  # the default: a random third, then 5 x 12
-    assert split_budget(92, 6) == [32, 12, 12, 12, 12, 12]
+    assert split_budget(90, 5) == [30, 8, 12, 16, 24]  # the default: a random third, then growing rounds
+    assert split_budget(60, 3) == [20, 16, 24]
+    assert split_budget(10, 3) == [3, 2, 5]
+    assert split_budget(92, 5) == [30, 8, 12, 18, 24]
     assert split_budget(6, 6) == [1] * 6 and split_budget(7, 1) == [7] and split_budget(8, 2) == [4, 4]
     for n in range(1, 200):
         for rounds in range(1, min(n, 12) + 1):
             counts = split_budget(n, rounds)
             assert sum(counts) == n and len(counts) == rounds and min(counts) >= 1
+            if rounds > 2 and n >= 6 * rounds:  # the finer rounds grow
+                assert counts[1:] == sorted(counts[1:]), (n, rounds, counts)
 
 
 @pytest.mark.parametrize("argv,message", [
