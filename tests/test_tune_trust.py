@@ -87,6 +87,13 @@ def test_other_settings_never_show_the_old_study(changed, what, tmp_path, capsys
     assert err.count("\n") == 1 and err.startswith("pybn tune: error: study 'digits-bn-mlp'")
     assert what in err and "--study NEW_NAME" in err
     assert len(_rows(tmp_path / "s.sqlite", "SELECT * FROM trials")) == 2  # nothing ran
+    if changed[0] != "--data":  # a flag's setting: the error says how to resume
+        flag, stored = changed[0], what.split("stored: ")[1].rstrip(")")
+        assert f"to resume it, pass {flag} {stored};" in err
+        assert _tune(tmp_path, *args, flag, stored) == 0
+        assert "0 run now" in capsys.readouterr().out
+    else:
+        assert "to resume it" not in err
     # a new name is a new study beside the old one; the same settings resume it
     assert _tune(tmp_path, *args, "--study", "other") == 0
     assert "2 trials" in capsys.readouterr().out

@@ -201,11 +201,26 @@ def _open_studies(args, data):
         try:
             study = Study(args.storage, direction="maximize", name=name, settings=settings)
         except StudyMismatch as exc:
-            raise UsageError(f"{exc}; to keep both, pass --study NEW_NAME (or --storage ANOTHER_FILE)") from None
+            raise UsageError(f"{exc};{_resume_hint(exc.differences)} to keep both, pass --study NEW_NAME "
+                             "(or --storage ANOTHER_FILE)") from None
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
         studies.append((study, objective, space))
     return studies
+
+
+# stored settings that a flag of this command sets to the stored value
+_SETTING_FLAGS = {"epochs": "--epochs", "seed": "--seed", "rounds": "--rounds", "top_k": "--top-k"}
+
+
+def _resume_hint(differences):
+    """' to resume it, pass --rounds 6;' when every changed setting is one
+    flag away from the stored study, else ''."""
+    if not differences or any(k not in _SETTING_FLAGS or not isinstance(old, int) or isinstance(old, bool)
+                              for k, (old, _) in differences.items()):
+        return ""
+    flags = " ".join(f"{_SETTING_FLAGS[k]} {old}" for k, (old, _) in differences.items())
+    return f" to resume it, pass {flags};"
 
 
 def _tune(args, opened, options):
