@@ -6,9 +6,10 @@
 
 For each study seed: pybn's default `pybn tune` search (random round, then
 coarse-to-fine rounds: 90 trials, 30 random then rounds of 8, 12, 16 and
-24, its pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90 trials, both on 2 workers with one
-kernel thread each, both maximizing MLPObjective (the best validation
-accuracy over 20 epochs) over default_space() on each parameter's own scale.
+24, its pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90
+trials, both on 2 workers with one kernel thread each, both maximizing
+MLPObjective (the best validation accuracy over 20 epochs) over
+default_space() on each parameter's own scale.
 Printed per search: best validation accuracy (mean +- sd over seeds), the
 test accuracy of the chosen configuration retrained with 3 fresh seeds
 (mean), the wall time (mean), and in how many seeds each coarse-to-fine

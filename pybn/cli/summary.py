@@ -68,13 +68,13 @@ def _same_command(args):
     that differ from the parser's defaults (read from it, never copied)."""
     import argparse
 
-    from .tune import add_parser
+    from .tune import FLAG_SETTINGS, add_parser, flag
     tune_parser = add_parser(argparse.ArgumentParser().add_subparsers())
     parts = ["pybn tune"]
-    for name in ("storage", "study", "epochs", "seed", "rounds", "top_k", "n_trials"):
+    for name in ("storage", "study", *FLAG_SETTINGS, "n_trials"):
         value = getattr(args, name)
         if value != tune_parser.get_default(name):
-            parts.append(f"--{name.replace('_', '-')} {shlex.quote(str(value))}")
+            parts.append(f"{flag(name)} {shlex.quote(str(value))}")
     if args.data:
         parts.append(f"--data {shlex.quote(args.data)}")
     if args.dask:

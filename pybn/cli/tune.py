@@ -149,7 +149,8 @@ def split_budget(n_trials, rounds):
     first = min(max(n_trials // 3, n_trials // rounds), n_trials - (rounds - 1))
     rest = n_trials - first
     weights = [1.5 ** k for k in range(rounds - 1)]
-    finer = [max(1, 2 * round(rest * w / sum(weights) / 2)) for w in weights[:-1]]
+    total = sum(weights)
+    finer = [max(1, 2 * round(rest * w / total / 2)) for w in weights[:-1]]
     while rest - sum(finer) < 1:  # rounding took the last round's share: give it back
         finer[finer.index(max(finer))] -= 1
     return [first] + finer + [rest - sum(finer)]
@@ -209,17 +210,21 @@ def _open_studies(args, data):
     return studies
 
 
-# stored settings that a flag of this command sets to the stored value
-_SETTING_FLAGS = {"epochs": "--epochs", "seed": "--seed", "rounds": "--rounds", "top_k": "--top-k"}
+# stored settings that are also this command's options, stored as given
+FLAG_SETTINGS = ("epochs", "seed", "rounds", "top_k")
+
+
+def flag(name):
+    """The option of an argparse destination: top_k -> --top-k."""
+    return "--" + name.replace("_", "-")
 
 
 def _resume_hint(differences):
     """' to resume it, pass --rounds 6;' when every changed setting is one
-    flag away from the stored study, else ''."""
-    if not differences or any(k not in _SETTING_FLAGS or not isinstance(old, int) or isinstance(old, bool)
-                              for k, (old, _) in differences.items()):
+    option away from the stored study, else ''."""
+    if not differences or any(k not in FLAG_SETTINGS or type(old) is not int for k, (old, _) in differences.items()):
         return ""
-    flags = " ".join(f"{_SETTING_FLAGS[k]} {old}" for k, (old, _) in differences.items())
+    flags = " ".join(f"{flag(k)} {old}" for k, (old, _) in differences.items())
     return f" to resume it, pass {flags};"
 
 
