@@ -73,9 +73,21 @@ def test_explore_draws_cover_the_whole_space_and_default_plans_are_unchanged():
     assert "whole_space" not in tight and CoarseToFineSampler().to_json() == {
         "kind": "coarse_to_fine", "top_k": 5, "top_fraction": 0.2, "margin": 1.0, "min_width": 0.1,
         "local_fraction": 0.7}  # the identity of studies stored before explore_fraction existed
+    assert CoarseToFineSampler(choice_neighbours=0).to_json()["choice_neighbours"] == 0
+    assert sampler_from_json(CoarseToFineSampler().to_json()).choice_neighbours == 1
     # a plan stored without explore_fraction draws the same trials as before it existed
     assert [sample_trial(tight, 3, k) for k in range(20)] == [
         sample_trial({**tight, "explore_fraction": 0.0}, 3, k) for k in range(20)]
+
+
+def test_a_batch_size_no_good_coarse_trial_used_stays_reachable():
+    space = {"batch": Choice([16, 32, 64, 128, 256]), "x": Uniform(0, 10)}
+    good = _good([{"batch": b, "x": 5.0 + i} for i, b in enumerate([64, 128, 256, 64, 128])])
+    plan = CoarseToFineSampler().plan(space, good)
+    drawn = {sample_trial(plan, 0, k)[0]["batch"] for k in range(300)}
+    assert drawn == {32, 64, 128, 256}  # one step smaller than any good trial, never two
+    old = CoarseToFineSampler(choice_neighbours=0).plan(space, good)
+    assert {sample_trial(old, 0, k)[0]["batch"] for k in range(300)} == {64, 128, 256}
 
 
 def quadratic(params):
@@ -134,6 +146,8 @@ def test_choices_are_checked_by_name():
     for bad, match in [(dict(top_k=0), "top_k"), (dict(top_fraction=2), "top_fraction"),
                        (dict(margin=-1), "margin"), (dict(min_width=0), "min_width"),
                        (dict(local_fraction=True), "local_fraction"), (dict(explore_fraction=-0.1), "explore"),
+                       (dict(choice_neighbours=-1), "choice_neighbours: expected an int >= 0"),
+                       (dict(choice_neighbours=1.5), "choice_neighbours"), (dict(choice_neighbours=True), "choice_n"),
                        (dict(local_fraction=0.7, explore_fraction=0.4), "explore_fraction: expected at most 1 - local_fraction = 0.3")]:
         with pytest.raises(ValueError, match=match):
             CoarseToFineSampler(**bad)
@@ -143,7 +157,8 @@ def test_pruners_and_samplers_round_trip_through_json():
     for pruner in (MedianPruner(warmup_steps=4, min_trials=2, lag=3), PercentilePruner(25.0), NopPruner()):
         assert pruner_from_json(pruner.to_json()) == pruner
     for sampler in (CoarseToFineSampler(top_k=3, top_fraction=0.3, margin=0.5),
-                    CoarseToFineSampler(explore_fraction=0.1), RandomSampler()):
+                    CoarseToFineSampler(explore_fraction=0.1), CoarseToFineSampler(choice_neighbours=0),
+                    CoarseToFineSampler(choice_neighbours=2), RandomSampler()):
         assert sampler_from_json(sampler.to_json()) == sampler
 
 

@@ -70,6 +70,17 @@ def test_narrow_zooms_on_the_search_scale():
     assert Choice(["a", "b", "c"]).narrow(["b", "b"]).options == ["b"]
 
 
+def test_a_numeric_choice_narrows_to_the_span_of_good_options_plus_neighbours():
+    batch = Choice([16, 32, 64, 128, 256])
+    assert batch.narrow([64, 128], neighbours=1).options == [32, 64, 128, 256]
+    assert batch.narrow([64, 256, 64], neighbours=1).options == [32, 64, 128, 256]  # the gap is kept
+    assert batch.narrow([16], neighbours=1).options == [16, 32]  # clipped at the ends
+    assert batch.narrow([128], neighbours=9).options == [16, 32, 64, 128, 256]
+    assert batch.narrow([64, 128]).options == [64, 128]  # neighbours=0: only the options used
+    assert Choice([256, 16, 64]).narrow([64], neighbours=1).options == [256, 16, 64]  # by value, in given order
+    assert Choice(["a", "b", "c"]).narrow(["b"], neighbours=1).options == ["b"]  # no order among names
+
+
 def test_space_json_round_trip():
     space = {"lr": LogUniform(1e-4, 1), "beta": OneMinusLogUniform(0.9, 0.999), "n": IntUniform(1, 3),
              "h": IntUniform(8, 64, log=True), "act": Choice(["relu", "tanh"]), "x": Uniform(0, 1)}

@@ -8,8 +8,11 @@ ones, at least `top_k`):
 - the region: on each parameter's search scale, the span of the good
   trials widened by `margin` times their spread (standard deviation), at
   least `min_width` of the whole range, clipped to the space. Good trials
-  that agree give a tight region, scattered ones a wide one. A choice keeps
-  the options the good trials used.
+  that agree give a tight region, scattered ones a wide one. A choice of
+  numbers (batch sizes) keeps the span of the options the good trials used
+  widened by `choice_neighbours` options each side (so a later round can
+  still move to a batch size no good coarse trial happened to use); any
+  other choice keeps the options the good trials used.
 - the draws: a share `local_fraction` of the trials starts from one of the
   good trials (the better its rank, the likelier) and moves each parameter
   by a normal step on the search scale as wide as the distance to the
@@ -62,12 +65,16 @@ class CoarseToFineSampler:
     trials are (see the module docstring)."""
 
     def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.7,
-                 explore_fraction=0.0):
+                 explore_fraction=0.0, choice_neighbours=1):
         if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
             raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
         if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < math.inf:
             raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
         self.top_k, self.margin = int(top_k), float(margin)
+        if isinstance(choice_neighbours, bool) or not isinstance(choice_neighbours, numbers.Integral) \
+                or choice_neighbours < 0:
+            raise ValueError(f"choice_neighbours: expected an int >= 0, got {choice_neighbours!r}")
+        self.choice_neighbours = int(choice_neighbours)
         self.top_fraction = _fraction(top_fraction, "top_fraction")
         self.min_width = _fraction(min_width, "min_width", low_open=True)
         self.local_fraction = _fraction(local_fraction, "local_fraction")
@@ -87,7 +94,7 @@ class CoarseToFineSampler:
         for name, dist in space.items():
             values = [t.params[name] for t in good_trials]
             if isinstance(dist, Choice):
-                region[name] = dist.narrow(values)
+                region[name] = dist.narrow(values, neighbours=self.choice_neighbours)
                 continue
             r = np.array([dist.forward(v) for v in values])
             full_lo, full_hi = sorted((dist.forward(dist.low), dist.forward(dist.high)))
@@ -108,6 +115,8 @@ class CoarseToFineSampler:
                 "margin": self.margin, "min_width": self.min_width, "local_fraction": self.local_fraction}
         if self.explore_fraction:  # studies stored before it existed keep their identity
             data["explore_fraction"] = self.explore_fraction
+        if self.choice_neighbours != 1:  # the default is 1: studies stored before it keep their identity
+            data["choice_neighbours"] = self.choice_neighbours
         return data
 
     def __eq__(self, other):
@@ -116,7 +125,7 @@ class CoarseToFineSampler:
     def __repr__(self):
         return (f"CoarseToFineSampler(top_k={self.top_k}, top_fraction={self.top_fraction:g}, "
                 f"margin={self.margin:g}, min_width={self.min_width:g}, local_fraction={self.local_fraction:g}, "
-                f"explore_fraction={self.explore_fraction:g})")
+                f"explore_fraction={self.explore_fraction:g}, choice_neighbours={self.choice_neighbours})")
 
 
 def _kernel_widths(r, spread, floor):

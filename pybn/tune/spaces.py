@@ -199,9 +199,18 @@ class Choice(Distribution):
             return self.options[int(index)]
         return [self.options[i] for i in np.ravel(index)]
 
-    def narrow(self, values, margin=0.25):
+    def narrow(self, values, margin=0.25, neighbours=0):
+        """The options the values used; for numeric options (ordered, as
+        batch sizes) with neighbours > 0, every option from the least used to
+        the greatest used, widened by `neighbours` options on each side, so a
+        later round can still move towards an option no good trial used."""
         keep = [o for o in self.options if o in values]
-        return Choice(keep or self.options)
+        if not keep or not neighbours or not self._numeric():
+            return Choice(keep or self.options)
+        ordered = sorted(self.options)
+        lo = max(0, ordered.index(min(keep)) - neighbours)
+        hi = min(len(ordered), ordered.index(max(keep)) + neighbours + 1)
+        return Choice([o for o in self.options if ordered[lo] <= o <= ordered[hi - 1]])
 
     def _numeric(self):
         return all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in self.options)
