@@ -4,9 +4,10 @@
     python bench/search_vs_optuna.py --seeds 10     # digits, then the synthetic task
     python bench/search_vs_optuna.py --seeds 3 --task synthetic
 
-For each study seed: pybn's default `pybn tune` search (random round, then
-coarse-to-fine rounds: 90 trials, 30 random then rounds of 8, 12, 16 and
-24, its pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90
+For each study seed: the search `pybn tune` runs by default, built from its
+parsed defaults (random round, then coarse-to-fine rounds: 90 trials, 30
+random then rounds of 8, 12, 16 and 24, its sampler and its percentile
+pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90
 trials, both on 2 workers with one kernel thread each, both maximizing
 MLPObjective (the best validation accuracy over 20 epochs) over
 default_space() on each parameter's own scale.
@@ -61,14 +62,21 @@ class _OptunaTrial:
             raise optuna.TrialPruned()
 
 
-def run_pybn(objective, space, seed, workers, **search):
-    """pybn's default search as `pybn tune` runs it (search: overrides, to try variants)."""
-    from pybn.cli.tune import DEFAULT_ROUNDS, DEFAULT_TRIALS, split_budget
+def tune_defaults(*flags):
+    """The search `pybn tune` runs with these flags: its parsed defaults."""
+    from pybn.cli import build_parser
+    from pybn.cli import tune
+    args = build_parser().parse_args(["tune", *flags])
+    return {"rounds": args.rounds, "trials_per_round": tune.split_budget(args.n_trials, args.rounds),
+            "sampler": tune.sampler(args), "pruner": tune.pruner(args)}
+
+
+def run_pybn(objective, space, seed, workers, flags=()):
+    """pybn's search as `pybn tune` runs it with `flags` (none: its defaults)."""
     from pybn.tune import Study
     study = Study(None)
     start = time.perf_counter()
-    search = {"rounds": DEFAULT_ROUNDS, "trials_per_round": split_budget(DEFAULT_TRIALS, DEFAULT_ROUNDS), **search}
-    study.coarse_to_fine(objective, space, seed=seed, n_workers=workers, in_process=False, **search)
+    study.coarse_to_fine(objective, space, seed=seed, n_workers=workers, in_process=False, **tune_defaults(*flags))
     wall = time.perf_counter() - start
     return study.best_value, study.best_params, wall, _round_gains(study)
 
@@ -122,18 +130,18 @@ def _task_objective(task):
     return MLPObjective(data, epochs=20)
 
 
-def run_task(task, seeds, workers, rows):
+def run_task(task, seeds, workers, rows, first_seed=0):
     from pybn.tune.objective import default_space
     objective, space = _task_objective(task), default_space()
     results = {name: [] for name in rows}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         for name, run in rows.items():
             best, params, wall, gains = run(objective, space, seed, workers)
             results[name].append((best, test_accuracy(objective, params), wall, gains))
             print(f"{task} seed {seed}: {name}: best val {best:.4f}, test {results[name][-1][1]:.4f}, "
                   f"{wall:.1f} s" + (f", rounds raised the best: {gains}" if gains else ""),
                   file=sys.stderr, flush=True)
-    print(f"\ntask {task}, {seeds} seeds, 90 trials, {workers} workers x 1 thread, 20 epochs")
+    print(f"\ntask {task}, seeds {first_seed}-{first_seed + seeds - 1}, 90 trials, {workers} workers x 1 thread, 20 epochs")
     print("| search | best val (mean +- sd) | test of the chosen config, 3 fresh seeds | wall s (mean) |")
     print("|---|---|---|---|")
     for name, values in results.items():
@@ -159,15 +167,20 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--task", choices=["digits", "synthetic", "both"], default="both")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="study seeds first..first+seeds-1 (try variants on other seeds than you report)")
     parser.add_argument("--pybn-only", action="store_true", help="skip Optuna (to try pybn variants)")
+    parser.add_argument("--no-prune-row", action="store_true", help="also run pybn tune --pruner none")
     args = parser.parse_args(argv)
     import pybn
     pybn.set_num_threads(1)
-    rows = {"pybn coarse-to-fine (default)": run_pybn}
+    rows = {"pybn tune (default)": run_pybn}
+    if args.no_prune_row:
+        rows["pybn tune --pruner none"] = lambda *a: run_pybn(*a, flags=("--pruner", "none"))
     if not args.pybn_only:
         rows["Optuna TPE (multivariate) + MedianPruner"] = run_optuna
     for task in (["digits", "synthetic"] if args.task == "both" else [args.task]):
-        run_task(task, args.seeds, args.workers, rows)
+        run_task(task, args.seeds, args.workers, rows, args.first_seed)
 
 
 if __name__ == "__main__":
