@@ -64,8 +64,7 @@ class _OptunaTrial:
 
 def tune_defaults(*flags):
     """The search `pybn tune` runs with these flags: its parsed defaults."""
-    from pybn.cli import build_parser
-    from pybn.cli import tune
+    from pybn.cli import build_parser, tune
     args = build_parser().parse_args(["tune", *flags])
     return {"rounds": args.rounds, "trials_per_round": tune.split_budget(args.n_trials, args.rounds),
             "sampler": tune.sampler(args), "pruner": tune.pruner(args)}

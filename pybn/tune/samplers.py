@@ -29,6 +29,7 @@ import numbers
 
 import numpy as np
 
+from .pruners import _int
 from .spaces import Choice, space_from_json, space_to_json
 
 __all__ = ["RandomSampler", "CoarseToFineSampler", "sampler_from_json"]
@@ -66,15 +67,11 @@ class CoarseToFineSampler:
 
     def __init__(self, top_k=5, top_fraction=0.2, margin=1.0, min_width=0.1, local_fraction=0.7,
                  explore_fraction=0.0, choice_neighbours=1):
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-            raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+        self.top_k = _int(top_k, "top_k", 1)
         if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < math.inf:
             raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
-        self.top_k, self.margin = int(top_k), float(margin)
-        if isinstance(choice_neighbours, bool) or not isinstance(choice_neighbours, numbers.Integral) \
-                or choice_neighbours < 0:
-            raise ValueError(f"choice_neighbours: expected an int >= 0, got {choice_neighbours!r}")
-        self.choice_neighbours = int(choice_neighbours)
+        self.margin = float(margin)
+        self.choice_neighbours = _int(choice_neighbours, "choice_neighbours", 0)
         self.top_fraction = _fraction(top_fraction, "top_fraction")
         self.min_width = _fraction(min_width, "min_width", low_open=True)
         self.local_fraction = _fraction(local_fraction, "local_fraction")

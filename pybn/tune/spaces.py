@@ -208,9 +208,9 @@ class Choice(Distribution):
         if not keep or not neighbours or not self._numeric():
             return Choice(keep or self.options)
         ordered = sorted(self.options)
-        lo = max(0, ordered.index(min(keep)) - neighbours)
-        hi = min(len(ordered), ordered.index(max(keep)) + neighbours + 1)
-        return Choice([o for o in self.options if ordered[lo] <= o <= ordered[hi - 1]])
+        lo = ordered[max(0, ordered.index(min(keep)) - neighbours)]
+        hi = ordered[min(len(ordered) - 1, ordered.index(max(keep)) + neighbours)]
+        return Choice([o for o in self.options if lo <= o <= hi])
 
     def _numeric(self):
         return all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in self.options)
