@@ -13,9 +13,11 @@ MLPObjective (the best validation accuracy over 20 epochs) over
 default_space() on each parameter's own scale.
 Printed per search: best validation accuracy (mean +- sd over seeds), the
 test accuracy of the chosen configuration retrained with 3 fresh seeds
-(mean), the wall time (mean), and in how many seeds each coarse-to-fine
-round raised the best score of the rounds before it. Nothing here asserts a
-result.
+(mean), the wall time (mean), in how many seeds each coarse-to-fine
+round raised the best score of the rounds before it, and the first row
+minus the last, paired by seed, with its standard error (the seeds share
+nothing else, so the seed-to-seed spread of the difference measures the
+noise). Nothing here asserts a result.
 """
 import argparse
 import math
@@ -152,6 +154,8 @@ def run_task(task, seeds, workers, rows, first_seed=0):
     first, last = results[names[0]], results[names[-1]]
     wins = sum(a[0] >= b[0] for a, b in zip(first, last))
     print(f"{names[0]}: best validation score >= {names[-1]}'s in {wins} of {seeds} seeds")
+    for what, i in (("best validation", 0), ("test of the chosen config", 1)):
+        print(f"{names[0]} - {names[-1]}, {what} (paired by seed): {_paired(first, last, i)}")
     for name, values in results.items():
         gains = [v[3] for v in values if v[3]]
         if gains:
@@ -159,6 +163,14 @@ def run_task(task, seeds, workers, rows, first_seed=0):
             print(f"{name}: " + ", ".join(f"round {r + 1} raised the best in {n} of {len(gains)} seeds"
                                            for r, n in enumerate(per_round)))
     return results
+
+
+def _paired(first, last, i):
+    """Mean difference of column i, seed by seed, +- its standard error: a
+    difference inside about two standard errors is not one this run shows."""
+    d = [a[i] - b[i] for a, b in zip(first, last)]
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return f"{statistics.mean(d):+.4f} +- {se:.4f}"
 
 
 def main(argv=None):
