@@ -263,3 +263,30 @@ def test_mlp_objective_arguments():
     score = MLPObjective(epochs=1, optimizer="sgd", fixed={"layers": 2, "hidden_units": 8})(
         {"learning_rate": 0.05}, ctx)
     assert 0 <= score <= 1 and len(ctx.intermediate) == 1
+
+
+def level_scores(params, trial):
+    """Every trial scores 1.0 (a tie); its last five epochs score x."""
+    for step in range(10):
+        trial.report(step, 1.0 if step == 4 else (params["x"] if step >= 5 else 0.0))
+    return 1.0
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_equal_scores_are_ranked_by_the_end_of_the_curve(direction):
+    study = Study(direction=direction)
+    study.optimize(level_scores, {"x": Uniform(0, 1)}, 12, seed=3, pruner=None)
+    xs = [t.params["x"] for t in study.trials]
+    steadiest = max(xs) if direction == "maximize" else min(xs)
+    assert study.best_params["x"] == steadiest
+    assert [t.params["x"] for t in study.best_trials(3)] == sorted(xs, reverse=direction == "maximize")[:3]
+
+
+def test_a_rounds_plan_ranks_equal_scores_by_trial_number():
+    # the tie-break picks the best; plans keep ranking as stored studies were planned
+    study = Study()
+    study.coarse_to_fine(level_scores, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=[10, 2], seed=3,
+                         pruner=None)
+    plan = study.storage.get_round(study.name, 1)[0]
+    first_five = [t.params for t in sorted(study.trials, key=lambda t: t.number)[:5]]
+    assert plan["centers"] == first_five

@@ -170,10 +170,21 @@ class Study:
         return {state: sum(t.state == state for t in trials) for state in STATES}
 
     def best_trials(self, k=1, rounds=None):
+        """The k best complete trials, best first. Equal scores (common when
+        the score is a count of validation examples) are ranked by the mean
+        of the last TAIL_EPOCHS reported scores: of two configurations with
+        the same best epoch, the one that stays near it is less the luck of
+        one epoch (measured: README, "Search against Optuna")."""
+        sign = -1.0 if self.maximize else 1.0
+        def key(t):
+            tail = _tail_mean(t.intermediate)
+            return sign * t.value, tail is None, sign * (tail or 0.0), t.number
+        return self._complete(rounds, key)[:k]
+
+    def _complete(self, rounds, key):
         done = [t for t in self.trials if t.state == "complete" and t.value is not None
                 and (rounds is None or t.round in rounds)]
-        done.sort(key=lambda t: (-t.value if self.maximize else t.value, t.number))
-        return done[:k]
+        return sorted(done, key=key)
 
     @property
     def best_trial(self):
@@ -319,7 +330,9 @@ class Study:
         return self
 
     def _good_trials(self, sampler):
-        ranked = self.best_trials(None)  # every complete trial, best first
+        # a round's plan ranks by score, then trial number, as every stored
+        # study was planned (the tie-break of best_trials picks, it does not plan)
+        ranked = self._complete(None, key=lambda t: (-t.value if self.maximize else t.value, t.number))
         return ranked[:sampler.n_good(len(ranked))]
 
     def retest(self, objective, k=3, *, seed=None, n_workers=1, executor=None):
@@ -399,6 +412,15 @@ class Study:
         finally:
             if bar is not None:
                 bar.close()
+
+
+TAIL_EPOCHS = 5
+
+
+def _tail_mean(curve):
+    """Mean of the last TAIL_EPOCHS finite scores of a curve (None when it has none)."""
+    tail = [v for v in curve[-TAIL_EPOCHS:] if v is not None and math.isfinite(v)]
+    return sum(tail) / len(tail) if tail else None
 
 
 def _refuse_changed(plan, what, given, where):
