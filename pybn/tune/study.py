@@ -175,16 +175,15 @@ class Study:
         of the last TAIL_EPOCHS reported scores: of two configurations with
         the same best epoch, the one that stays near it is less the luck of
         one epoch (measured: README, "Search against Optuna")."""
-        sign = -1.0 if self.maximize else 1.0
-        def key(t):
-            tail = _tail_mean(t.intermediate)
-            return sign * t.value, tail is None, sign * (tail or 0.0), t.number
-        return self._complete(rounds, key)[:k]
+        return self._ranked(rounds, tie_break=_steadier_end)[:k]
 
-    def _complete(self, rounds, key):
+    def _ranked(self, rounds=None, tie_break=None):
+        """The complete trials (of `rounds`), best first; equal scores ordered
+        by tie_break(trial, sign) when given (smaller first), then by number."""
+        sign = -1.0 if self.maximize else 1.0
         done = [t for t in self.trials if t.state == "complete" and t.value is not None
                 and (rounds is None or t.round in rounds)]
-        return sorted(done, key=key)
+        return sorted(done, key=lambda t: (sign * t.value, *(tie_break(t, sign) if tie_break else ()), t.number))
 
     @property
     def best_trial(self):
@@ -332,7 +331,7 @@ class Study:
     def _good_trials(self, sampler):
         # a round's plan ranks by score, then trial number, as every stored
         # study was planned (the tie-break of best_trials picks, it does not plan)
-        ranked = self._complete(None, key=lambda t: (-t.value if self.maximize else t.value, t.number))
+        ranked = self._ranked()
         return ranked[:sampler.n_good(len(ranked))]
 
     def retest(self, objective, k=3, *, seed=None, n_workers=1, executor=None):
@@ -417,10 +416,11 @@ class Study:
 TAIL_EPOCHS = 5
 
 
-def _tail_mean(curve):
-    """Mean of the last TAIL_EPOCHS finite scores of a curve (None when it has none)."""
-    tail = [v for v in curve[-TAIL_EPOCHS:] if v is not None and math.isfinite(v)]
-    return sum(tail) / len(tail) if tail else None
+def _steadier_end(trial, sign):
+    """Ties of the score: the higher (minimizing, lower) mean of the last
+    TAIL_EPOCHS finite scores first; a curve with none of them last."""
+    tail = [v for v in trial.intermediate[-TAIL_EPOCHS:] if v is not None and math.isfinite(v)]
+    return (False, sign * sum(tail) / len(tail)) if tail else (True, 0.0)
 
 
 def _refuse_changed(plan, what, given, where):
