@@ -214,6 +214,10 @@ static inline void bn_prefetch(const void *run, int64_t bytes)
  * plane sums of its own (small_channel_backward), always by channel. */
 #define BN_SMALL_PLANE 256
 
+/* float32 planes shorter than this many bytes run the backward one task
+ * per channel only where pybn_short_planes_by_channel() (runtime.c). */
+#define BN_SHORT_PLANE_BYTES 16384
+
 /* Whether the planes layout runs one task per channel (fused passes): with
  * one thread always; with more, when the channels share out evenly enough
  * that no thread waits long for another. Changes no result. */

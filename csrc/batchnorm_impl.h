@@ -869,8 +869,13 @@ pybn_status FN(pybn_batchnorm_backward)(
         mean_d[c] = (double)mean[c];
 
     const int need_sums = dgamma || dbeta || (dx && training);
-    /* small planes: only by channel (small_channel_backward sums them its own way) */
-    if (need_sums && inner > 1 && (inner < BN_SMALL_PLANE || bn_by_channel(C, nt))) {
+    /* float32 planes under 16 KB only where strided reads pay
+     * (pybn_short_planes_by_channel: a machine's choice, for any thread
+     * count); small planes then always by channel (small_channel_backward
+     * sums them its own way) */
+    const int fused = sizeof(T) != sizeof(float) || inner * (int64_t)sizeof(T) >= BN_SHORT_PLANE_BYTES ||
+                      pybn_short_planes_by_channel();
+    if (need_sums && inner > 1 && fused && (inner < BN_SMALL_PLANE || bn_by_channel(C, nt))) {
         FN(backward_by_channel)(outer, C, inner, dy, x, gamma, mean_d, invstd, training, dx, dgamma, dbeta, nt);
         free(scratch);
         return PYBN_OK;

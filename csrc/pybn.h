@@ -175,6 +175,10 @@ double pybn_cache_bytes(void);
  * rows) are streamed out of it past the cache: not on AMD CPUs, where it
  * was measured to lose, unless PYBN_CACHE_BYTES is set (runtime.c). */
 int pybn_stream_buffered(void);
+/* Whether the float32 batch-norm backward computes planes shorter than
+ * 16 KB one task per channel: not on AMD CPUs, where memory order was measured
+ * faster, unless PYBN_BN_SHORT_PLANES=channel|planes says (runtime.c). */
+int pybn_short_planes_by_channel(void);
 /* OpenMP's default team size for the calling thread (1 without OpenMP). */
 int pybn_openmp_max_threads(void);
 /* The OpenMP version macro the kernels were compiled with (0 without OpenMP). */

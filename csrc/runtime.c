@@ -51,6 +51,7 @@ int pybn_dispatch_level(void) { return dispatch_level; }
 
 static double cache_bytes = PYBN_CACHE_CAP;
 static int stream_buffered = 1;
+static int short_planes_by_channel = 1;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 
 /* The largest cache Linux lists for cpu0 (sysfs, as lscpu reads it), up
@@ -88,6 +89,14 @@ static void read_cache_settings(void)
     amd = __builtin_cpu_is("amd");
 #endif
     stream_buffered = overridden || !amd;
+    /* tests set it to run either backward schedule on any CPU */
+    const char *schedule = getenv("PYBN_BN_SHORT_PLANES");
+    if (schedule && strcmp(schedule, "channel") == 0)
+        short_planes_by_channel = 1;
+    else if (schedule && strcmp(schedule, "planes") == 0)
+        short_planes_by_channel = 0;
+    else
+        short_planes_by_channel = !amd;
 }
 
 double pybn_cache_bytes(void)
@@ -108,6 +117,22 @@ int pybn_stream_buffered(void)
 {
     pthread_once(&cache_once, read_cache_settings);
     return stream_buffered;
+}
+
+/* Whether the float32 batch-norm backward runs planes shorter than 16 KB
+ * one task per channel (reading each channel's planes at a stride, 3 tensor
+ * passes) rather than in memory order (plane sums, then dx: 5 sequential
+ * passes). Measured (docs/design.md): on an AMD EPYC (Zen 4) the strided
+ * reads ran so far below sequential bandwidth that memory order was
+ * 1.1-1.6x faster on 7x7 to 56x56 planes at 1 thread (at 2 up to 1.25x,
+ * at worst 2% slower), while 112x112 and 224x224 were even or faster by
+ * channel, and float64 gained nothing; on the Intel Xeon VMs the fused
+ * schedule is what reached 1.6-2x PyTorch. So not on AMD, unless
+ * PYBN_BN_SHORT_PLANES=channel|planes says. */
+int pybn_short_planes_by_channel(void)
+{
+    pthread_once(&cache_once, read_cache_settings);
+    return short_planes_by_channel;
 }
 
 const char *pybn_simd_level(void)

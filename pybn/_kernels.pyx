@@ -90,6 +90,7 @@ cdef extern from "pybn.h" nogil:
     const char *pybn_compiler()
     double pybn_cache_bytes()
     int pybn_stream_buffered()
+    int pybn_short_planes_by_channel()
 
 
 cpdef enum SoftmaxOp:
@@ -618,5 +619,6 @@ def build_info():
         "compiler": pybn_compiler().decode(),
         "cache_bytes": int(pybn_cache_bytes()),
         "stream_buffered": bool(pybn_stream_buffered()),
+        "short_planes_by_channel": bool(pybn_short_planes_by_channel()),
         "c_flags": pybn_build_flags().decode().strip(),
     }

@@ -541,3 +541,65 @@ def test_a_constant_channel_with_a_tiny_eps_keeps_beta_exactly(shape, training, 
     y = pybn.batch_norm_forward(x, gamma, beta, eps=1e-8, **kwargs).y
     for c in (0, 2):
         np.testing.assert_allclose(y[:, c], beta[c], rtol=1e-12, atol=1e-12)
+
+
+_BACKWARD_SCHEDULE_SCRIPT = """
+import sys
+import numpy as np, pybn
+from pybn import _kernels, reference as ref
+assert _kernels.build_info()["short_planes_by_channel"] == (sys.argv[2] == "channel")
+rng = np.random.default_rng(3)
+out = {}
+# small planes (7x7, 196, 255), short planes (30x30, 1000 float64), and planes of 16 KB and up
+for i, (shape, dtype) in enumerate([((9, 5, 7, 7), np.float32), ((3, 16, 14, 14), np.float32),
+                                    ((4, 3, 1, 255), np.float64), ((6, 5, 30, 30), np.float32),
+                                    ((3, 4, 10, 100), np.float64), ((2, 3, 70, 70), np.float32),
+                                    ((2, 3, 50, 50), np.float64)]):
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    g = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    runs = []
+    for threads in (1, 2, 3):
+        pybn.set_num_threads(threads)
+        _, mean, invstd = pybn.batch_norm_forward(x, g, None)
+        runs.append(pybn.batch_norm_backward(dy, x, g, mean, invstd))
+    for a, b, c in zip(*runs):
+        assert np.array_equal(a, b) and np.array_equal(a, c), (shape, "differs between thread counts")
+    xd = x.astype(np.float64)
+    _, m_ref, s_ref = ref.batch_norm_forward(xd, g.astype(np.float64), None)
+    want = ref.batch_norm_backward(dy.astype(np.float64), xd, g.astype(np.float64), m_ref, s_ref)
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    for got, expected in zip(runs[0], want):
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * 8 * np.abs(expected).max())
+    for name, a in zip(("dx", "dgamma", "dbeta"), runs[0]):
+        out[f"{i}_{name}"] = a
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_both_backward_schedules_of_short_planes_match_the_reference(tmp_path):
+    # float32 planes under 16 KB run one channel at a time on most CPUs and
+    # in memory order on AMD ones (runtime.c); PYBN_BN_SHORT_PLANES forces
+    # either, so both run here whatever the CPU. Each gives the same bits for
+    # 1, 2 and 3 threads and the reference's values; planes of 256 elements
+    # and up are summed in the same order by both, and float64 and long
+    # planes always run by channel, so their bits agree too.
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "schedule.py"
+    script.write_text(_BACKWARD_SCHEDULE_SCRIPT)
+    results = {}
+    for schedule in ("channel", "planes"):
+        path = tmp_path / f"{schedule}.npz"
+        run = subprocess.run([sys.executable, str(script), str(path), schedule], capture_output=True,
+                             text=True, env=dict(os.environ, PYBN_BN_SHORT_PLANES=schedule), timeout=300)
+        assert run.returncode == 0, run.stderr
+        results[schedule] = np.load(path, allow_pickle=False)
+    channel, planes = results["channel"], results["planes"]
+    small = {"0", "1"}  # float32 planes under 256 elements: summed differently
+    for key in channel.files:
+        if key.split("_")[0] in small:
+            assert_close(channel[key], planes[key], factor=4, scale=np.abs(channel[key]).max())
+        else:
+            np.testing.assert_array_equal(channel[key], planes[key], err_msg=key)

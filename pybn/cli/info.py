@@ -18,6 +18,8 @@ def run(args):
         ("cache", f"{info['cache_bytes'] / 2**20:.0f} MiB (outputs beyond it are streamed)"),
         ("softmax rows", "up to 16 KB streamed out of a buffer beyond the cache" if info["stream_buffered"]
          else "up to 16 KB written with plain stores beyond the cache (streaming lost on AMD CPUs)"),
+        ("bn backward", "float32 planes under 16 KB one channel at a time (3 passes)" if info["short_planes_by_channel"]
+         else "float32 planes under 16 KB in memory order (strided reads lost on AMD CPUs)"),
         ("compiler", info["compiler"]),
         ("C flags", info["c_flags"] or "(none)"),
     ]
