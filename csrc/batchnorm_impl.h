@@ -196,15 +196,16 @@ PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows,
                                               int64_t ld, const double *restrict k,
                                               double *restrict s1, double *restrict s2)
 {
-    int64_t r = 0;
     /* eight rows per sweep: eight streams in flight for a core that is
      * bound by memory latency, an eighth of the accumulator traffic (than
      * four: 1.04-1.21x faster on 1024-4096 columns at 1 thread, 1.00-1.08x
-     * at 2, AMD EPYC, interleaved); a block's rest four, then one, at a time */
-    for (; r + 8 <= rows; r += 8) {
-        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
-        const T *restrict x3 = x2 + ld, *restrict x4 = x3 + ld, *restrict x5 = x4 + ld;
-        const T *restrict x6 = x5 + ld, *restrict x7 = x6 + ld;
+     * at 2, AMD EPYC, interleaved); short rows spaced (bn_sweep_step); a
+     * block's rest four, then one, at a time */
+    const int64_t sweeps = rows / 8, step = bn_sweep_step(sweeps, w * (int64_t)sizeof(T));
+    for (int64_t j = 0; j < sweeps; j++) {
+        const T *restrict x0 = x + (step == 1 ? 8 * j : j) * ld, *restrict x1 = x0 + step * ld;
+        const T *restrict x2 = x1 + step * ld, *restrict x3 = x2 + step * ld, *restrict x4 = x3 + step * ld;
+        const T *restrict x5 = x4 + step * ld, *restrict x6 = x5 + step * ld, *restrict x7 = x6 + step * ld;
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) {
             const double d0 = (double)x0[c] - k[c], d1 = (double)x1[c] - k[c];
@@ -215,6 +216,7 @@ PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows,
             s2[c] += ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7));
         }
     }
+    int64_t r = 8 * sweeps;
     for (; r + 4 <= rows; r += 4) {
         const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
         const T *restrict x3 = x2 + ld;
@@ -241,12 +243,15 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          int64_t w, int64_t ld, const double *restrict mean,
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) { /* four rows per sweep (the float blocks' bound is for four) */
-        const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + ld, *restrict g2 = g1 + ld;
-        const T *restrict g3 = g2 + ld;
-        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
-        const T *restrict x3 = x2 + ld;
+    /* four rows per sweep (the float blocks' bound is for four), short rows
+     * spaced (bn_sweep_step) */
+    const int64_t sweeps = rows / 4, step = bn_sweep_step(sweeps, w * (int64_t)sizeof(T));
+    for (int64_t j = 0; j < sweeps; j++) {
+        const int64_t r = step == 1 ? 4 * j : j;
+        const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + step * ld, *restrict g2 = g1 + step * ld;
+        const T *restrict g3 = g2 + step * ld;
+        const T *restrict x0 = x + r * ld, *restrict x1 = x0 + step * ld, *restrict x2 = x1 + step * ld;
+        const T *restrict x3 = x2 + step * ld;
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) {
 #if BN_FLOAT_BLOCKS
@@ -266,7 +271,7 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
 #endif
         }
     }
-    for (; r < rows; r++) {
+    for (int64_t r = 4 * sweeps; r < rows; r++) {
         const T *restrict dyr = dy + r * ld;
         const T *restrict xr = x + r * ld;
 #pragma omp simd
