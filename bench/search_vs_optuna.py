@@ -142,7 +142,9 @@ def run_task(task, seeds, workers, rows, first_seed=0):
             print(f"{task} seed {seed}: {name}: best val {best:.4f}, test {results[name][-1][1]:.4f}, "
                   f"{wall:.1f} s" + (f", rounds raised the best: {gains}" if gains else ""),
                   file=sys.stderr, flush=True)
-    print(f"\ntask {task}, seeds {first_seed}-{first_seed + seeds - 1}, 90 trials, {workers} workers x 1 thread, 20 epochs")
+    from pybn.bench import cpu_model
+    print(f"\ntask {task}, seeds {first_seed}-{first_seed + seeds - 1}, 90 trials, {workers} workers x 1 thread, "
+          f"20 epochs, {cpu_model()}")
     print("| search | best val (mean +- sd) | test of the chosen config, 3 fresh seeds | wall s (mean) |")
     print("|---|---|---|---|")
     for name, values in results.items():

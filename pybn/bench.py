@@ -18,7 +18,7 @@ from . import functional as F
 from . import reference as R
 from ._threads import get_num_threads, set_num_threads
 
-__all__ = ["KERNELS", "SHAPES", "Case", "make_case", "measure_copy_bandwidth", "time_call",
+__all__ = ["KERNELS", "SHAPES", "Case", "make_case", "measure_copy_bandwidth", "cpu_model", "time_call",
            "time_interleaved", "run"]
 
 SMALL = [(32, 64), (64, 128), (32, 10)]
@@ -162,6 +162,22 @@ def time_interleaved(impls, rounds, min_time=0.01, max_repeat=25):
     return best
 
 
+def cpu_model():
+    """The processor's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), from
+    /proc/cpuinfo on Linux, else what the platform module says: the shared
+    VMs here change kind between sessions, and a ratio means something only
+    beside the machine it was measured on."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def measure_copy_bandwidth(n_threads=None, nbytes=256 * 2**20):
     """STREAM-style copy bandwidth in bytes/s (read + write counted, as
     STREAM does), each thread copying its slice of a large array."""
@@ -198,8 +214,8 @@ def format_table(rows, bandwidth, threads, have_torch):
         cells += [f"{r['reference'] / r['pybn']:.1f}x", f"{gbs:.1f}", f"{gbs * 1e9 / bandwidth:.0%}"]
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    out = [f"threads {threads}, float32, copy bandwidth {bandwidth / 1e9:.1f} GB/s; times are the best "
-           "of repeated runs; GB/s and roofline use the minimal bytes (each input read once, "
+    out = [f"{cpu_model()}, threads {threads}, float32, copy bandwidth {bandwidth / 1e9:.1f} GB/s; "
+           "times are the best of repeated runs; GB/s and roofline use the minimal bytes (each input read once, "
            "each output written once) of the faster pybn column"]
     out.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines]

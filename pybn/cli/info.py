@@ -1,4 +1,4 @@
-"""`pybn info`: version, SIMD level, OpenMP threads, cache size, build flags."""
+"""`pybn info`: version, CPU model, SIMD level, OpenMP threads, cache size, build flags."""
 from .. import __version__
 
 
@@ -9,9 +9,11 @@ def add_parser(subparsers):
 
 def run(args):
     from .. import _kernels, get_num_threads
+    from ..bench import cpu_model
     info = _kernels.build_info()
     rows = [
         ("pybn", __version__),
+        ("CPU", cpu_model()),
         ("SIMD level", info["simd"]),
         ("OpenMP", f"on (version {info['openmp_version']})" if info["openmp_version"] else "off"),
         ("threads", f"{get_num_threads()} (OpenMP default {info['openmp_max_threads']})"),
