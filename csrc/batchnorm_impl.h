@@ -246,6 +246,15 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
     /* four rows per sweep (the float blocks' bound is for four), short rows
      * spaced (bn_sweep_step) */
     const int64_t sweeps = rows / 4, step = bn_sweep_step(sweeps, w * (int64_t)sizeof(T));
+#if BN_FLOAT_BLOCKS
+    /* the float mean once a block of rows instead of once a sweep (w is at
+     * most a column tile): the same values, so the same bits, and a sweep
+     * that issues five fewer instructions per 16 columns, the statistics
+     * being bound by issue, not memory, at one thread (docs/design.md) */
+    float mf[BN_COL_TILE];
+    for (int64_t c = 0; c < w; c++)
+        mf[c] = (float)mean[c];
+#endif
     for (int64_t j = 0; j < sweeps; j++) {
         const int64_t r = step == 1 ? 4 * j : j;
         const T *restrict g0 = dy + r * ld, *restrict g1 = g0 + step * ld, *restrict g2 = g1 + step * ld;
@@ -259,7 +268,7 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
              * roundings of a pairwise sum: at most 3u of the sum of their
              * magnitudes, u = 2^-24, as run_dy_sums' blocks), added in
              * double; mean is a float value, so x - mean is one rounding */
-            const float m = (float)mean[c];
+            const float m = mf[c];
             s_dy[c] += (double)((g0[c] + g1[c]) + (g2[c] + g3[c]));
             s_dyxmu[c] += (double)((g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) +
                                    (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m)));
