@@ -243,17 +243,23 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
                                          int64_t w, int64_t ld, const double *restrict mean,
                                          double *restrict s_dy, double *restrict s_dyxmu)
 {
-    /* four rows per sweep (the float blocks' bound is for four), short rows
-     * spaced (bn_sweep_step) */
+    /* four rows per sweep, short rows spaced (bn_sweep_step) */
     const int64_t sweeps = rows / 4, step = bn_sweep_step(sweeps, w * (int64_t)sizeof(T));
 #if BN_FLOAT_BLOCKS
-    /* the float mean once a block of rows instead of once a sweep (w is at
-     * most a column tile): the same values, so the same bits, and a sweep
-     * that issues five fewer instructions per 16 columns, the statistics
-     * being bound by issue, not memory, at one thread (docs/design.md) */
-    float mf[BN_COL_TILE];
-    for (int64_t c = 0; c < w; c++)
+    /* float32: a sweep's four products and sums pairwise in float (at most
+     * 3u of the sum of their magnitudes, u = 2^-24), the block's sweeps (at
+     * most PYBN_ROW_BLOCK / 4 = 16) added in float, then once in double:
+     * at most (3 + 16)u = 1.1e-6 of the block's magnitudes. At one thread
+     * these sums are bound by issue, not memory (docs/design.md): adding
+     * each sweep in double (widen, load, add, store) cost a quarter of the
+     * time. The float mean is converted once (x - mean is one rounding);
+     * w is at most a column tile. */
+    float mf[BN_COL_TILE], f_dy[BN_COL_TILE], f_dyxmu[BN_COL_TILE];
+    for (int64_t c = 0; c < w; c++) {
         mf[c] = (float)mean[c];
+        f_dy[c] = 0.0f;
+        f_dyxmu[c] = 0.0f;
+    }
 #endif
     for (int64_t j = 0; j < sweeps; j++) {
         const int64_t r = step == 1 ? 4 * j : j;
@@ -264,14 +270,9 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) {
 #if BN_FLOAT_BLOCKS
-            /* float32: the sweep's four products and sums in float (three
-             * roundings of a pairwise sum: at most 3u of the sum of their
-             * magnitudes, u = 2^-24, as run_dy_sums' blocks), added in
-             * double; mean is a float value, so x - mean is one rounding */
             const float m = mf[c];
-            s_dy[c] += (double)((g0[c] + g1[c]) + (g2[c] + g3[c]));
-            s_dyxmu[c] += (double)((g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) +
-                                   (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m)));
+            f_dy[c] += (g0[c] + g1[c]) + (g2[c] + g3[c]);
+            f_dyxmu[c] += (g0[c] * (x0[c] - m) + g1[c] * (x1[c] - m)) + (g2[c] * (x2[c] - m) + g3[c] * (x3[c] - m));
 #else
             const double a0 = (double)g0[c], a1 = (double)g1[c], a2 = (double)g2[c], a3 = (double)g3[c];
             s_dy[c] += (a0 + a1) + (a2 + a3);
@@ -280,6 +281,13 @@ PYBN_CLONES static void FN(rows_dy_sums)(const T *restrict dy, const T *restrict
 #endif
         }
     }
+#if BN_FLOAT_BLOCKS
+#pragma omp simd
+    for (int64_t c = 0; c < w; c++) {
+        s_dy[c] += (double)f_dy[c];
+        s_dyxmu[c] += (double)f_dyxmu[c];
+    }
+#endif
     for (int64_t r = 4 * sweeps; r < rows; r++) {
         const T *restrict dyr = dy + r * ld;
         const T *restrict xr = x + r * ld;

@@ -120,6 +120,31 @@ def test_large_mean_statistics_do_not_cancel(dtype, rng):
     assert_close(y, ((xd - xd.mean(0)) / xd.std(0)).astype(dtype), scale=4)
 
 
+@pytest.mark.parametrize("layout", ["rows", "channels-last"])
+def test_float32_backward_sums_stay_within_their_float_blocks_bound(layout, threads):
+    # float32 backward sums are formed in float inside blocks of 64 rows
+    # (rows layout) and added in double: at most 19u of the sum of the
+    # terms' magnitudes (docs/design.md). One huge dy followed by thousands
+    # of small ones is the case a float sum over the whole column loses:
+    # 1e8 + 0.3 rounds to 1e8, about 70u over 8192 rows; blocks lose <= 4u.
+    rows, channels, u = 8192, 16, 2.0 ** -24
+    x = np.tile(np.linspace(-1, 1, rows, dtype=np.float32)[:, None], (1, channels))
+    dy = np.full((rows, channels), 0.3, np.float32)
+    dy[0] = 1e8
+    if layout == "channels-last":  # (n, h, w, c): the rows layout over n*h*w rows
+        x, dy = x.reshape(8, 32, 32, channels), dy.reshape(8, 32, 32, channels)
+    axis = 1 if layout == "rows" else -1
+    _, mean, invstd = pybn.batch_norm_forward(x, axis=axis)
+    _, dgamma, dbeta = pybn.batch_norm_backward(dy, x, np.ones(channels, np.float32), mean, invstd, axis=axis)
+    dyd = dy.reshape(-1, channels).astype(np.float64)
+    xmu = x.reshape(-1, channels).astype(np.float64) - mean.astype(np.float64)
+    want_dbeta, want_dyxmu = dyd.sum(0), (dyd * xmu).sum(0)
+    assert np.all(np.abs(dbeta - want_dbeta) <= 19 * u * np.abs(dyd).sum(0) + np.spacing(np.float32(want_dbeta)))
+    got_dyxmu = dgamma.astype(np.float64) / invstd.astype(np.float64)
+    bound = 19 * u * np.abs(dyd * xmu).sum(0) + 2 * np.abs(np.spacing(np.float32(want_dyxmu)))
+    assert np.all(np.abs(got_dyxmu - want_dyxmu) <= bound)
+
+
 @pytest.mark.parametrize("shape,axis", [((4097, 5), 1), ((33, 5, 129), 1)])
 def test_float32_one_pass_statistics_survive_an_outlying_first_value(shape, axis, rng):
     # float32 statistics take one pass of sums shifted by each channel's
