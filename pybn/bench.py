@@ -19,7 +19,7 @@ from . import reference as R
 from ._threads import get_num_threads, set_num_threads
 
 __all__ = ["KERNELS", "SHAPES", "Case", "make_case", "measure_copy_bandwidth", "cpu_model", "time_call",
-           "time_interleaved", "run"]
+           "time_interleaved", "run", "report"]
 
 SMALL = [(32, 64), (64, 128), (32, 10)]
 CACHE_RESIDENT = [(256, 1024), (256, 10)]
@@ -220,6 +220,18 @@ def format_table(rows, bandwidth, threads, have_torch):
     out.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines]
     return "\n".join(out)
+
+
+def report(rows, bandwidth, threads):
+    """The table of run()'s rows, then the geometric-mean speedups over
+    PyTorch (when every row has it) and over the NumPy reference."""
+    have_torch = all("torch" in r for r in rows)
+    lines = [format_table(rows, bandwidth, threads, have_torch)]
+    if have_torch:
+        lines.append(f"geometric-mean speedup over PyTorch: {geomean([r['torch'] / r['pybn'] for r in rows]):.2f}x")
+    lines.append(f"geometric-mean speedup over the NumPy reference: "
+                 f"{geomean([r['reference'] / r['pybn'] for r in rows]):.1f}x")
+    return "\n".join(lines)
 
 
 def geomean(values):

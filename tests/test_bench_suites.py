@@ -42,6 +42,9 @@ def test_the_kernel_table_names_the_cpu_threads_and_bandwidth():
     assert first.startswith(f"{bench.cpu_model()}, threads 2, float32, copy bandwidth 20.0 GB/s")
     assert "2.00x" in table  # torch 4 us / pybn 2 us
     assert np.isclose(bench.geomean([2.0, 8.0]), 4.0)
+    # what `pybn bench` and bench/test_roofline.py print: the table, then the geometric means
+    assert bench.report(rows, 20e9, 2).splitlines()[-2:] == [
+        "geometric-mean speedup over PyTorch: 2.00x", "geometric-mean speedup over the NumPy reference: 15.0x"]
 
 
 def test_info_names_the_cpu(capsys):

@@ -26,12 +26,7 @@ def _main(args):
         return _training(args)
     rows, bandwidth, threads = bench.run(args.kernel, args.threads, quick=not args.full,
                                    with_torch=not args.no_torch, progress=not args.no_progress)
-    have_torch = all("torch" in r for r in rows)
-    print(bench.format_table(rows, bandwidth, threads, have_torch))
-    if have_torch:
-        print(f"geometric-mean speedup over PyTorch: {bench.geomean([r['torch'] / r['pybn'] for r in rows]):.2f}x")
-    print(f"geometric-mean speedup over the NumPy reference: "
-          f"{bench.geomean([r['reference'] / r['pybn'] for r in rows]):.1f}x")
+    print(bench.report(rows, bandwidth, threads))
     return 0
 
 
