@@ -1,10 +1,11 @@
 """Data for training and benchmarks: scikit-learn's bundled digits (no
 download), user .npz files, and synthetic classification problems; with
 train/validation/test splits standardized by training statistics only."""
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
+
+from ._npz import read_npz
 
 __all__ = ["Split", "load_digits", "load_npz", "make_synthetic", "split_standardize"]
 
@@ -27,14 +28,8 @@ def load_digits():
 
 def load_npz(path):
     """(X, y) from an .npz holding arrays X (m, n) and integer labels y (m,)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"X", "y"} - set(data.files)
-            if missing:
-                raise ValueError(f"data: {path} lacks arrays {sorted(missing)} (expected X and y)")
-            X, y = data["X"], data["y"]
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"data: cannot read {path} as .npz: {exc}") from exc
+    arrays = read_npz(path, "data", names=["X", "y"])
+    X, y = arrays["X"], arrays["y"]
     if X.ndim != 2 or X.dtype.kind not in "fiu":
         raise ValueError(f"data: X must be a 2-D numeric array, got shape {X.shape} dtype {X.dtype}")
     if y.shape != (X.shape[0],) or y.dtype.kind not in "iu":

@@ -11,12 +11,12 @@ import math
 import os
 import pathlib
 import tempfile
-import zipfile
 from typing import NamedTuple
 
 import numpy as np
 
 from . import nn, optim
+from ._npz import read_npz
 
 __all__ = ["TrainingDiverged", "build_mlp", "build_optimizer", "fit", "evaluate", "History",
            "EarlyStopping", "Checkpoint", "LearningRateChange", "save_checkpoint",
@@ -361,11 +361,7 @@ def load_checkpoint(path, model=None, optimizer=None):
     """Rebuild (or fill `model` with) a saved model and its optimizer; an
     `optimizer` made by hand (over `model`'s parameters) is filled with the
     saved state instead of rebuilt, as PyTorch's optimizer.load_state_dict."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"checkpoint: cannot read {path}: {exc}") from exc
+    arrays = read_npz(path, "checkpoint")
     try:
         meta = json.loads(str(arrays.pop("meta")))
         if meta.get("format") != "pybn-checkpoint-1":

@@ -37,6 +37,8 @@ def _one_line_usage_error(result, prog):
 def folder(tmp_path):
     (tmp_path / "not-a-db.sqlite").write_text("hello, I am not SQLite\n" * 100)
     (tmp_path / "not-a-checkpoint.npz").write_bytes(b"PK\x03\x04junk")
+    np.save(tmp_path / "array.npy", np.ones((4, 3)))  # np.load would return it, not an .npz
+    (tmp_path / "text.npz").write_text("X,y\n1,0\n")  # np.load would call it pickled data
     return tmp_path
 
 
@@ -57,7 +59,21 @@ QUICK_TUNE = ["--epochs", "1", "--n-trials", "2", "--rounds", "1", "--no-progres
     (["tune", "--export", "best.txt", *QUICK_TUNE], "--export: 'best.txt' should end in .npz"),
     (["tune", "--data", "typo.npz", *QUICK_TUNE], "--data: typo.npz does not exist"),
     (["tune", "--timeout", "-1", *QUICK_TUNE], "--timeout: expected a number of seconds > 0"),
-    (["bench", "--threads", "0"], "--threads: expected an integer >= 1"),
+    (["bench", "--threads", "0"], "--threads: expected 1 to"),
+    (["bench", "--threads", "100000"], "--threads: expected 1 to"),
+    (["train", "--data", "array.npy"], "--data: array.npy is not an .npz file"),
+    (["tune", "--data", "text.npz", *QUICK_TUNE], "--data: text.npz is not an .npz file"),
+    (["train", "--resume", "array.npy"], "--resume: array.npy is not an .npz file"),
+    (["train", "--resume", "."], "--resume: . is a folder"),
+    (["train", "--seed", "-5"], "--seed: expected an integer from 0 to 2**32 - 1"),
+    (["tune", "--seed", str(2**40), *QUICK_TUNE], "--seed: expected an integer from 0 to 2**32 - 1"),
+    (["train", "--lr-decay", "nan"], "--lr-decay: expected a finite number >= 0, got nan"),
+    (["train", "--lr", "inf"], "--lr: expected a finite number > 0, got inf"),
+    (["train", "--momentum", "1"], "--momentum: expected a finite number >= 0 and < 1"),
+    (["train", "--beta2", "-0.1"], "--beta2: expected a finite number >= 0 and < 1"),
+    (["train", "--weight-decay", "nan"], "--weight-decay: expected a finite number >= 0"),
+    (["tune", "--n-trials", str(2**70)], "--n-trials: expected an integer from 1 to 2147483647"),
+    (["tune", "--study", " ", *QUICK_TUNE], "--study: expected a non-empty name"),
     (["nope"], "argument command: invalid choice"),
 ])
 def test_usage_mistakes_are_one_line_before_any_work(argv, expected, folder):
@@ -65,6 +81,22 @@ def test_usage_mistakes_are_one_line_before_any_work(argv, expected, folder):
     line = _one_line_usage_error(result, argv[0] if argv[0] in ("train", "tune", "bench") else "")
     assert expected in line, line
     assert not (folder / "pybn-study.sqlite").exists()  # no study was started
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc: a folder even root cannot write")
+@pytest.mark.parametrize("argv", [
+    ["train", "--checkpoint", "/proc/ckpt"],
+    ["train", "--plot", "/proc/curve.png"],
+    ["tune", "--export", "/proc/best.npz", *QUICK_TUNE],
+    ["tune", "--plot", "/proc/tune.png", *QUICK_TUNE],
+    ["tune", "--storage", "/proc/study.sqlite", *QUICK_TUNE],
+], ids=lambda argv: f"{argv[0]} {argv[1]}")
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error(argv, folder):
+    # before, --checkpoint and --plot passed the permission bits (root may
+    # write anywhere) and the run ended in a traceback after training
+    line = _one_line_usage_error(pybn_cmd(*argv, cwd=folder, timeout=60), argv[0])
+    assert f"{argv[1]}: cannot write in the folder /proc" in line, line
+    assert not (folder / "pybn-study.sqlite").exists()
 
 
 def test_a_second_coordinator_is_a_usage_error(folder):

@@ -36,7 +36,7 @@ def test_train_on_user_npz(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--lr", "-1"], "--lr: expected a number > 0"),
+    (["--lr", "-1"], "--lr: expected a finite number > 0"),
     (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
     (["--hidden", "0"], "--hidden: widths must be >= 1"),
 ])

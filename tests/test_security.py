@@ -33,6 +33,21 @@ def test_hostile_npz_is_refused_without_unpickling(load, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("load", [T.load_checkpoint, datasets.load_npz], ids=["checkpoint", "data"])
+def test_files_that_are_not_npz_are_named_in_a_value_error(load, tmp_path):
+    # np.load returns a .npy's array (then `with` failed: TypeError) and calls
+    # any other file "pickled data" with advice to load it unsafely
+    what = "checkpoint" if load is T.load_checkpoint else "data"
+    np.save(tmp_path / "a.npy", np.ones(3))
+    (tmp_path / "t.npz").write_text("X,y\n1,0\n")
+    for name in ("a.npy", "t.npz"):
+        with pytest.raises(ValueError, match=f"^{what}: .*{name} is not an .npz file") as info:
+            load(tmp_path / name)
+        assert "allow_pickle" not in str(info.value)
+    with pytest.raises(ValueError, match=f"^{what}: cannot read"):
+        load(tmp_path / "missing.npz")
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     model = T.build_mlp(4, 3, hidden=(5,))
     T.save_checkpoint(tmp_path / "m.npz", model)

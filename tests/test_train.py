@@ -97,7 +97,7 @@ def test_checkpoint_files_are_never_pickles(tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
         assert all(data[k].dtype != object for k in data.files)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="checkpoint: cannot read"):
+    with pytest.raises(ValueError, match="checkpoint: .*bad.npz is not an .npz file"):
         T.load_checkpoint(tmp_path / "bad.npz")
     np.savez(tmp_path / "other.npz", a=np.ones(2))
     with pytest.raises(ValueError, match="is not a pybn checkpoint"):

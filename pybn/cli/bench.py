@@ -19,7 +19,7 @@ def add_parser(subparsers):
 
 
 def _main(args):
-    checks.positive("--threads", args.threads)
+    checks.threads("--threads", args.threads)
     if args.torch_step:
         return _torch_step(args)
     if args.training:

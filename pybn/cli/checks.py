@@ -1,8 +1,10 @@
 """Up-front checks shared by the subcommands: every usage mistake becomes
 one line, `pybn <cmd>: error: ...`, exit code 2, before any work starts."""
 import argparse
+import math
 import os
 import sys
+import tempfile
 
 
 class UsageError(Exception):
@@ -35,11 +37,38 @@ def report(prog, exc):
     return 2
 
 
-def positive(option, value, allow_none=True):
+def positive(option, value, allow_none=True, most=None):
     if value is None and allow_none:
         return
     if value is None or value < 1:
         raise UsageError(f"{option}: expected an integer >= 1, got {value}")
+    if most is not None and value > most:
+        raise UsageError(f"{option}: expected an integer from 1 to {most}, got {value}")
+
+
+def number(option, value, *, above=None, at_least=None, below=None):
+    """A finite number within the bounds given (None: not given, so fine)."""
+    bounds = [f"> {above:g}" if above is not None else None, f">= {at_least:g}" if at_least is not None else None,
+              f"< {below:g}" if below is not None else None]
+    ok = value is None or (math.isfinite(value) and (above is None or value > above)
+                           and (at_least is None or value >= at_least) and (below is None or value < below))
+    if not ok:
+        raise UsageError(f"{option}: expected a finite number {' and '.join(b for b in bounds if b)}, got {value}")
+
+
+SEED_LIMIT = 2**32  # seeds both NumPy and scikit-learn take
+
+
+def seed(option, value):
+    if not 0 <= value < SEED_LIMIT:
+        raise UsageError(f"{option}: expected an integer from 0 to 2**32 - 1, got {value}")
+
+
+def threads(option, value):
+    """A thread count pybn accepts (None: the default)."""
+    from .._threads import max_threads
+    if value is not None and not 1 <= value <= max_threads():
+        raise UsageError(f"{option}: expected 1 to {max_threads()}, got {value}")
 
 
 def output_file(option, path, suffixes):
@@ -52,10 +81,19 @@ def output_file(option, path, suffixes):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"{option}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{option}: the folder {folder} is not writable")
     if os.path.isdir(path):
         raise UsageError(f"{option}: {path} is a folder")
+    writable_folder(option, folder)
+
+
+def writable_folder(option, folder):
+    """Files can be created in `folder`: tried, not guessed from permission
+    bits (os.access says yes to root on /proc or a read-only mount)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option}: cannot write in the folder {folder} ({exc.strerror or exc})") from None
 
 
 def plot_file(option, path):
@@ -96,3 +134,5 @@ def storage_file(option, path):
         raise UsageError(f"{option}: the folder {folder} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{option}: {path} is a folder")
+    if not os.path.exists(path):  # a new study: sqlite would only say "unable to open database file"
+        writable_folder(option, folder)

@@ -14,7 +14,7 @@ import sys
 
 from .. import datasets, optim
 from .. import train as T
-from .._threads import max_threads, set_num_threads
+from .._threads import set_num_threads
 from . import checks
 from .checks import UsageError
 
@@ -58,17 +58,18 @@ def add_parser(subparsers):
 
 
 def _check(args):
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr: expected a number > 0, got {args.lr}")
+    checks.number("--lr", args.lr, above=0)
+    checks.number("--lr-decay", args.lr_decay, at_least=0)
+    checks.number("--momentum", args.momentum, at_least=0, below=1)
+    checks.number("--beta2", args.beta2, at_least=0, below=1)
+    checks.number("--weight-decay", args.weight_decay, at_least=0)
+    checks.seed("--seed", args.seed)
     for option in ("epochs", "batch_size"):
         checks.positive(f"--{option.replace('_', '-')}", getattr(args, option), allow_none=False)
     checks.positive("--keep-last", args.keep_last)
     if args.hidden is not None and any(h < 1 for h in args.hidden):
         raise UsageError(f"--hidden: widths must be >= 1, got {args.hidden}")
-    if args.threads is not None and not 1 <= args.threads <= max_threads():
-        raise UsageError(f"--threads: expected 1 to {max_threads()}, got {args.threads}")
-    if args.lr_decay < 0:
-        raise UsageError(f"--lr-decay: expected a rate >= 0, got {args.lr_decay}")
+    checks.threads("--threads", args.threads)
     checks.data_file("--data", args.data)
     if args.plot:
         checks.plot_file("--plot", args.plot)
@@ -78,7 +79,10 @@ def _check(args):
             raise UsageError(f"--checkpoint: {args.checkpoint} is a file, not a folder")
         if not os.path.isdir(parent):
             raise UsageError(f"--checkpoint: the folder {parent} does not exist")
+        checks.writable_folder("--checkpoint", args.checkpoint if os.path.isdir(args.checkpoint) else parent)
     if args.resume:
+        if os.path.isdir(args.resume):
+            raise UsageError(f"--resume: {args.resume} is a folder; expected a checkpoint .npz in it")
         if not os.path.isfile(args.resume):
             raise UsageError(f"--resume: {args.resume} does not exist")
         try:

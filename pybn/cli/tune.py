@@ -82,18 +82,23 @@ def add_parser(subparsers):
     return p
 
 
+MAX_TRIALS = 2**31 - 1  # trial numbers are SQLite integers; far beyond any study
+
+
 def _check(args):
     for name in ("n_trials", "rounds", "epochs", "top_k", "top"):
         checks.positive(f"--{name.replace('_', '-')}", getattr(args, name), allow_none=False)
     checks.positive("--workers", args.workers)
+    checks.positive("--n-trials", args.n_trials, most=MAX_TRIALS)
     if args.prune_warmup < 0:
         raise UsageError(f"--prune-warmup: expected an integer >= 0, got {args.prune_warmup}")
     if not 0 <= args.prune_percentile <= 100:
         raise UsageError(f"--prune-percentile: expected a number in [0, 100], got {args.prune_percentile:g}")
     if args.retest < 0:
         raise UsageError(f"--retest: expected an integer >= 0, got {args.retest}")
-    if args.seed < 0:
-        raise UsageError(f"--seed: expected an integer >= 0, got {args.seed}")
+    checks.seed("--seed", args.seed)
+    if not args.study.strip():
+        raise UsageError(f"--study: expected a non-empty name, got {args.study!r}")
     if args.n_trials < args.rounds and not args.compare_batchnorm:
         raise UsageError("--n-trials must be at least --rounds (one trial a round)")
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
