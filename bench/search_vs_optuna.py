@@ -84,14 +84,31 @@ def run_pybn(objective, space, seed, workers, flags=()):
 
 def _round_gains(study):
     """For rounds 1.., whether the round raised the best score of the rounds before it."""
+    rounds = range(max(t.round for t in study.trials) + 1)
+    return _gains([[t.value for t in study.trials if t.round == r and t.state == "complete"] for r in rounds])
+
+
+def _gains(groups):
+    """For groups 1.. of complete scores, whether the group's top beat every
+    earlier group's."""
     best, gains = None, []
-    for r in range(max(t.round for t in study.trials) + 1):
-        values = [t.value for t in study.trials if t.round == r and t.state == "complete"]
+    for r, values in enumerate(groups):
         top = max(values) if values else None
         if r:
             gains.append(top is not None and top > best)
         best = top if best is None else max(best, top if top is not None else best)
     return gains
+
+
+def _segment_gains(study, counts):
+    """TPE's trials cut where pybn's rounds end (by trial number), so "raised
+    the best" reads the same for both: how often later trials beat earlier."""
+    import optuna
+    ends = np.cumsum(counts)
+    groups = [[] for _ in counts]
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        groups[int(np.searchsorted(ends, t.number, side="right"))].append(t.value)
+    return _gains(groups)
 
 
 def run_optuna(objective, space, seed, workers):
@@ -108,7 +125,9 @@ def run_optuna(objective, space, seed, workers):
     start = time.perf_counter()
     study.optimize(wrapped, n_trials=90, n_jobs=workers)  # threads: the kernels release the GIL
     best = study.best_trial
-    return best.value, _optuna_params(optuna.trial.FixedTrial(best.params), space), time.perf_counter() - start, None
+    wall = time.perf_counter() - start
+    gains = _segment_gains(study, tune_defaults()["trials_per_round"])
+    return best.value, _optuna_params(optuna.trial.FixedTrial(best.params), space), wall, gains
 
 
 def test_accuracy(objective, params, seeds=(101, 102, 103)):
@@ -162,9 +181,14 @@ def run_task(task, seeds, workers, rows, first_seed=0):
         gains = [v[3] for v in values if v[3]]
         if gains:
             per_round = [sum(g[r] for g in gains) for r in range(len(gains[0]))]
-            print(f"{name}: " + ", ".join(f"round {r + 1} raised the best in {n} of {len(gains)} seeds"
-                                           for r, n in enumerate(per_round)))
+            print(f"{name}: " + ", ".join(f"{_round_word(name)} {r + 1} raised the best in {n} of "
+                                           f"{len(gains)} seeds" for r, n in enumerate(per_round)))
     return results
+
+
+def _round_word(name):
+    """pybn's rounds; Optuna's trials numbered as those rounds' would be."""
+    return "trials of round" if name.startswith("Optuna") else "round"
 
 
 def _paired(first, last, i):
