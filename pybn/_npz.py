@@ -1,6 +1,7 @@
 """Reading .npz files (data and checkpoints) safely: never unpickling, and
 a ValueError naming the file and what was expected when it is anything else
 (a .npy, a text file, a zip of something else, object arrays)."""
+import os
 import zipfile
 
 import numpy as np
@@ -12,6 +13,7 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load takes for an .npz (th
 def read_npz(path, what, names=None):
     """{name: array} of the .npz at `path` (only `names` when given, all of
     them must be there); errors are ValueErrors starting with `what`."""
+    path = os.fspath(path)  # TypeError for an int: open() would take it as a file descriptor
     try:
         with open(path, "rb") as f:
             head = f.read(4)

@@ -124,6 +124,7 @@ class Dense(Module):
                 f"bias={self.b is not None}, dtype={self.W.data.dtype}")
 
     def forward(self, x):
+        _check_array(x)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x: expected shape (m, {self.in_features}), got {x.shape}")
         _check_dtype(x, self.W.data.dtype)
@@ -168,6 +169,7 @@ class BatchNorm(Module):
         return [("running_mean", self.running_mean), ("running_var", self.running_var)]
 
     def forward(self, x):
+        _check_array(x)
         _check_dtype(x, self.gamma.data.dtype)
         # Training steps write into the same buffer each time (no page
         # faults for a fresh output); eval outputs are handed to the caller,
@@ -190,6 +192,12 @@ class BatchNorm(Module):
         self.gamma.grad[...] = dgamma
         self.beta.grad[...] = dbeta
         return dx
+
+
+def _check_array(x):
+    """Layers take NumPy arrays, as PyTorch's take tensors."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a NumPy array, got {type(x).__name__}")
 
 
 def _check_dtype(x, dtype):

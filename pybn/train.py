@@ -8,6 +8,7 @@ run would have drawn, and ends with bitwise the same weights.
 import contextlib
 import json
 import math
+import numbers
 import os
 import pathlib
 import tempfile
@@ -113,7 +114,7 @@ def model_dtype(model):
 
 def evaluate(model, X, y, loss=None, batch_size=4096):
     """(mean loss, accuracy) of the model in eval mode."""
-    X = np.asarray(X, dtype=model_dtype(model))
+    X, y = _examples(X, y, model_dtype(model), "X, y")
     loss = loss or nn.SoftmaxCrossEntropy()
     was_training = model.training
     model.eval()
@@ -125,6 +126,17 @@ def evaluate(model, X, y, loss=None, batch_size=4096):
         correct += int(np.sum(np.argmax(logits, axis=1) == yb))
     model.train(was_training)
     return total / len(X), correct / len(X)
+
+
+def _examples(X, y, dtype, name):
+    """X as a 2-D array of `dtype` and y as an array of as many labels, at
+    least one example (the labels' values are the loss's to check)."""
+    X, y = np.asarray(X, dtype=dtype), np.asarray(y)
+    if X.ndim != 2 or y.shape != (len(X),):
+        raise ValueError(f"{name}: expected X (m, n) and y (m,), got shapes {X.shape} and {y.shape}")
+    if not len(X):
+        raise ValueError(f"{name}: expected at least one example, got 0")
+    return X, y
 
 
 _blas = None  # threadpoolctl's view of the loaded BLAS libraries, found once
@@ -171,16 +183,17 @@ def fit(model, optimizer, X, y, *, epochs, batch_size=64, validation_data=None, 
     softmax cross-entropy, hopelessly large). shuffle=False takes the
     examples in order.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size}")
-    if X.ndim != 2 or len(X) != len(y):
-        raise ValueError(f"X, y: expected X (m, n) and y (m,), got {X.shape} and {np.shape(y)}")
+    batch_size = nn._positive_int(batch_size, "batch_size")
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+        raise TypeError(f"epochs: expected an int, got {type(epochs).__name__}")
     # the data in the parameters' dtype, once (float64 data would otherwise
     # promote every float32 layer's output to float64)
     dtype = model_dtype(model)
-    X = np.asarray(X, dtype=dtype)
+    X, y = _examples(X, y, dtype, "X, y")
     if validation_data is not None:
-        validation_data = (np.asarray(validation_data[0], dtype=dtype), validation_data[1])
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError(f"validation_data: expected a pair (X_val, y_val), got {type(validation_data).__name__}")
+        validation_data = _examples(*validation_data, dtype, "validation_data")
     loss = loss or nn.SoftmaxCrossEntropy()
     history = History() if history is None else history
     if schedule is not None:

@@ -131,3 +131,6 @@ def test_layer_bad_arguments():
         nn.Dense(3, 2).forward(np.ones((4, 2)))
     with pytest.raises(TypeError, match=r"layers\[1\]: expected a pybn.nn.Module"):
         nn.Sequential(nn.ReLU(), "relu")
+    for layer in (nn.Dense(3, 2), nn.BatchNorm(3)):  # was an AttributeError (x.ndim, x.dtype)
+        with pytest.raises(TypeError, match="x: expected a NumPy array, got list"):
+            layer.forward([[1.0, 2.0, 3.0]])

@@ -46,6 +46,8 @@ def test_files_that_are_not_npz_are_named_in_a_value_error(load, tmp_path):
         assert "allow_pickle" not in str(info.value)
     with pytest.raises(ValueError, match=f"^{what}: cannot read"):
         load(tmp_path / "missing.npz")
+    with pytest.raises(TypeError):  # not a file descriptor to read, then close (stdout here)
+        load(1)
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):

@@ -117,6 +117,25 @@ def test_fit_and_builder_bad_arguments(digits):
         T.fit(model, opt, digits.X_train, digits.y_train[:-1], epochs=1)
     with pytest.raises(ValueError, match="batch_size: expected an int >= 1"):
         T.fit(model, opt, digits.X_train, digits.y_train, epochs=1, batch_size=0)
+    # each was an AttributeError, a ZeroDivisionError or a TypeError naming nothing
+    X, y = digits.X_train[:8], digits.y_train[:8]
+    with pytest.raises(TypeError, match="batch_size: expected an int >= 1, got NoneType"):
+        T.fit(model, opt, X, y, epochs=1, batch_size=None)
+    with pytest.raises(TypeError, match="epochs: expected an int, got str"):
+        T.fit(model, opt, X, y, epochs="3")
+    with pytest.raises(ValueError, match="X, y: expected at least one example"):
+        T.fit(model, opt, X[:0], y[:0], epochs=1)
+    with pytest.raises(ValueError, match="validation_data: expected at least one example"):
+        T.fit(model, opt, X, y, epochs=1, validation_data=(X[:0], y[:0]))
+    with pytest.raises(TypeError, match="validation_data: expected a pair"):
+        T.fit(model, opt, X, y, epochs=1, validation_data=X)
+    with pytest.raises(ValueError, match="X, y: expected at least one example"):
+        T.evaluate(model, X[:0], y[:0])
+    with pytest.raises(ValueError, match=r"X, y: expected X \(m, n\) and y \(m,\)"):
+        T.evaluate(model, X, y[:-1])
+    # lists are arrays, as in scikit-learn
+    T.fit(model, opt, X.tolist(), y.tolist(), epochs=1)
+    assert 0 <= T.evaluate(model, X.tolist(), y.tolist())[1] <= 1
 
 
 def test_split_standardizes_with_training_statistics_only():

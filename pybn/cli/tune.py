@@ -24,7 +24,7 @@ from ..tune.samplers import CoarseToFineSampler
 from ..tune.objective import MLPObjective, default_space, learning_rate_space
 from ..tune.spaces import space_to_json
 from ..tune.storage import StorageLocked
-from ..tune.study import Study, StudyMismatch
+from ..tune.study import MAX_COUNT, Study, StudyMismatch
 from . import checks
 from .checks import UsageError
 
@@ -82,14 +82,11 @@ def add_parser(subparsers):
     return p
 
 
-MAX_TRIALS = 2**31 - 1  # trial numbers are SQLite integers; far beyond any study
-
-
 def _check(args):
     for name in ("n_trials", "rounds", "epochs", "top_k", "top"):
         checks.positive(f"--{name.replace('_', '-')}", getattr(args, name), allow_none=False)
     checks.positive("--workers", args.workers)
-    checks.positive("--n-trials", args.n_trials, most=MAX_TRIALS)
+    checks.positive("--n-trials", args.n_trials, most=MAX_COUNT)
     if args.prune_warmup < 0:
         raise UsageError(f"--prune-warmup: expected an integer >= 0, got {args.prune_warmup}")
     if not 0 <= args.prune_percentile <= 100:

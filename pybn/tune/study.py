@@ -450,9 +450,12 @@ def _grown_counts(requested, stored):
     return counts
 
 
+MAX_COUNT = 2**31 - 1  # trial numbers are SQLite integers; far beyond any study
+
+
 def _count(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"{name}: expected an int from 1 to {MAX_COUNT}, got {value!r}")
     return int(value)
 
 
