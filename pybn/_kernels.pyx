@@ -23,6 +23,12 @@ cimport numpy as cnp
 cnp.import_array()
 
 
+class LabelError(ValueError, IndexError):
+    """A class label outside [0, classes): a ValueError as pybn's other bad
+    arguments, and an IndexError as PyTorch raises for one (so code written
+    for torch.nn.functional.cross_entropy catches it from pybn.torch too)."""
+
+
 cdef extern from "pybn.h" nogil:
     ctypedef enum pybn_status:
         PYBN_OK
@@ -567,7 +573,7 @@ def cross_entropy(logits, target, reduction, label_smoothing, out):
         if st == PYBN_OK and mode < 2:
             total = _sum(ploss, rows)
     if st == PYBN_ELABEL:
-        raise ValueError(f"target: label {(<int64_t *>pt)[bad_row]} at row {bad_row} "
+        raise LabelError(f"target: label {(<int64_t *>pt)[bad_row]} at row {bad_row} "
                          f"is outside [0, {classes})")
     _check(st, "softmax_cross_entropy", logits, None, None, label_smoothing)
     if mode == 2:

@@ -428,7 +428,7 @@ def one_hot(labels, num_classes, dtype=np.float64):
     labels = _labels(labels, labels.shape[0], name="labels")
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
-        raise ValueError(f"labels: label {labels[bad[0]]} at row {bad[0]} is outside [0, {num_classes})")
+        raise _kernels.LabelError(f"labels: label {labels[bad[0]]} at row {bad[0]} is outside [0, {num_classes})")
     encoded = np.zeros((labels.shape[0], int(num_classes)), dtype)
     encoded[np.arange(labels.shape[0]), labels] = 1
     return encoded

@@ -249,21 +249,22 @@ _softmax_op, _softmax_eager = _softmax_family("softmax")
 _log_softmax_op, _log_softmax_eager = _softmax_family("log_softmax")
 
 
-def _softmax_supported(z, dtype):
+def _softmax_supported(z, dim, dtype):
+    # a dim out of range goes to PyTorch, which raises its IndexError
     return (dtype is None and z.device.type == "cpu" and z.dtype in _FLOATS and z.layout == torch.strided
-            and z.is_contiguous() and z.dim() >= 1)
+            and z.is_contiguous() and z.dim() >= 1 and isinstance(dim, int) and -z.dim() <= dim < z.dim())
 
 
 def softmax(z, dim, dtype=None):
     """torch.softmax on pybn's kernels (PyTorch's op otherwise)."""
-    if not _softmax_supported(z, dtype):
+    if not _softmax_supported(z, dim, dtype):
         return torch.softmax(z, dim, dtype=dtype)
     return (_softmax_eager if _eager() else _softmax_op)(z, dim % z.dim())
 
 
 def log_softmax(z, dim, dtype=None):
     """torch.log_softmax on pybn's kernels (PyTorch's op otherwise)."""
-    if not _softmax_supported(z, dtype):
+    if not _softmax_supported(z, dim, dtype):
         return torch.log_softmax(z, dim, dtype=dtype)
     return (_log_softmax_eager if _eager() else _log_softmax_op)(z, dim % z.dim())
 
@@ -337,6 +338,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                      (labels and target.dim() == 1 and target.shape[0] == input.shape[0]) or
                      (not labels and target.dtype == input.dtype and target.shape == input.shape
                       and weight is None)))
+    supported = supported and 0.0 <= label_smoothing <= 1.0  # else PyTorch raises its own error
     if supported and weight is not None:
         supported = (label_smoothing == 0.0 and weight.dtype == input.dtype and weight.device.type == "cpu"
                      and weight.shape == (input.shape[1],))

@@ -180,6 +180,28 @@ def test_what_pybn_does_not_cover_falls_back_to_torch():
         pt.BatchNorm1d(3)(torch.randn(1, 3))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "traced"])
+def test_bad_arguments_raise_what_torch_raises(compiled, monkeypatch):
+    # softmax(z, 2) of a 2-D z ran over dim 0 (2 % 2), silently
+    monkeypatch.setattr(pt, "_eager", lambda: not compiled)  # the custom-op path, as traced code takes
+    z, target = torch.randn(4, 5), torch.tensor([0, 1, 2, 9])
+    for fn, torch_fn in ((pt.softmax, torch.softmax), (pt.log_softmax, torch.log_softmax)):
+        for dim in (2, -3):
+            with pytest.raises(IndexError, match="Dimension out of range"):
+                torch_fn(z, dim)
+            with pytest.raises(IndexError, match="Dimension out of range"):
+                fn(z, dim)
+    with pytest.raises(IndexError):
+        torch.nn.functional.cross_entropy(z, target)
+    for bad in (target, -target):  # an IndexError as torch's, a ValueError as pybn's
+        with pytest.raises(IndexError, match="target: label"):
+            pt.cross_entropy(z, bad)
+        with pytest.raises(ValueError, match="target: label"):
+            pt.cross_entropy(z, bad)
+    with pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0"):
+        pt.cross_entropy(z, target.clamp(max=4), label_smoothing=2.0)
+
+
 def test_zero_copy_in_and_out(monkeypatch):
     # The kernels read the tensors' own memory and their outputs become the
     # returned tensors: record the addresses the NumPy layer sees.
