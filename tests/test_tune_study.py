@@ -190,6 +190,8 @@ def test_bad_arguments():
         Study().optimize(quadratic, SPACE, 0)
     with pytest.raises(ValueError, match="n_trials: expected an int from 1 to"):  # was SQLite's OverflowError
         Study().optimize(quadratic, SPACE, 2**70)
+    with pytest.raises(TypeError, match="objective: expected a callable, got int"):  # was 3 failed trials
+        Study().optimize(3, SPACE, 3)
     with pytest.raises(ValueError, match="space: expected a non-empty dict"):
         Study().optimize(quadratic, {}, 3)
     with pytest.raises(ValueError, match=r"space\['x'\]: expected a pybn.tune distribution"):
@@ -209,6 +211,8 @@ def test_corrupt_storage_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ValueError, match="is not a usable pybn study database"):
         Study(bad)
+    with pytest.raises(ValueError, match="is a folder; expected a SQLite file"):
+        Study(tmp_path)
 
 
 SMALL_MLP_SPACE = {"learning_rate": LogUniform(1e-3, 1e-1), "hidden_units": IntUniform(8, 32, log=True)}

@@ -92,6 +92,8 @@ class SQLiteStorage:
             directory = os.path.dirname(os.path.abspath(self.path))
             if not os.path.isdir(directory):
                 raise ValueError(f"storage: directory {directory} does not exist")
+            if os.path.isdir(self.path):  # SQLite would only say "unable to open database file"
+                raise ValueError(f"storage: {self.path} is a folder; expected a SQLite file in it")
         try:
             self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, uri=uri)
             self._conn.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")

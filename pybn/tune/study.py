@@ -337,6 +337,7 @@ class Study:
     def retest(self, objective, k=3, *, seed=None, n_workers=1, executor=None):
         """Re-run the best k stored configurations with fresh training seeds
         (today's data, today's code) and report how their scores moved."""
+        _check_objective(objective)
         best = self.best_trials(_count(k, "k"))
         rng = np.random.default_rng(_seed(seed))
         jobs = [(t.number, t.params, int(rng.integers(2**31))) for t in best]
@@ -354,6 +355,7 @@ class Study:
                 max_tasks_per_child):
         """A context giving run(round, plan, first, n), the execution options
         checked once and one set of workers for every round."""
+        _check_objective(objective)
         n_workers = _count(n_workers, "n_workers")
         if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
                                         and timeout > 0 and math.isfinite(timeout)):
@@ -448,6 +450,12 @@ def _grown_counts(requested, stored):
     if deficit > 0:  # the last round is the newest or not yet started: it can take more
         counts[-1] += deficit
     return counts
+
+
+def _check_objective(objective):
+    # not callable: every trial would fail with the same TypeError, stored
+    if not callable(objective):
+        raise TypeError(f"objective: expected a callable, got {type(objective).__name__}")
 
 
 MAX_COUNT = 2**31 - 1  # trial numbers are SQLite integers; far beyond any study
