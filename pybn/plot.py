@@ -31,8 +31,13 @@ def plot_learning_curves(history, path, marks=()):
     """Loss and accuracy per epoch, training and validation; `marks` are
     (epoch, label) pairs drawn as vertical lines (e.g. a learning rate
     changed on resume)."""
+    from .train import History
+    if not isinstance(history, (list, tuple)) or not all(isinstance(logs, dict) for logs in history):
+        raise TypeError("history: expected the History train.fit returns (a list of one dict per epoch), "
+                        f"got {type(history).__name__}")
+    history = History(history)  # a list of dicts too, as a checkpoint's JSON gives back
     plt = _pyplot()
-    epochs = [logs["epoch"] + 1 for logs in history]
+    epochs = [logs.get("epoch", i) + 1 for i, logs in enumerate(history)]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
         ax.plot(epochs, history[key], label="train")

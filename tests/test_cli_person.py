@@ -409,3 +409,15 @@ def test_the_sdist_ships_no_study_or_lock_files(tmp_path):
     excluded = config["tool"]["scikit-build"]["sdist"]["exclude"]
     for pattern in ("*.sqlite", "*.sqlite.lock", "*.sqlite-wal", "*.sqlite-shm"):
         assert pattern in excluded or f"**/{pattern}" in excluded
+
+
+def test_learning_curves_take_plain_lists_of_epoch_logs_and_refuse_the_rest(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pybn import plot
+    # a checkpoint's history as JSON gives it back (no "epoch" key: positions count)
+    plot.plot_learning_curves([{"loss": 1.0, "accuracy": 0.5}, {"loss": 0.5, "accuracy": 0.7}],
+                              tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+    for bad in ("history.json", 3, {"loss": [1.0]}):  # were a KeyError, a TypeError naming nothing
+        with pytest.raises(TypeError, match="history: expected the History train.fit returns"):
+            plot.plot_learning_curves(bad, tmp_path / "d.png")
