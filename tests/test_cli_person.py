@@ -421,3 +421,28 @@ def test_learning_curves_take_plain_lists_of_epoch_logs_and_refuse_the_rest(tmp_
     for bad in ("history.json", 3, {"loss": [1.0]}):  # were a KeyError, a TypeError naming nothing
         with pytest.raises(TypeError, match="history: expected the History train.fit returns"):
             plot.plot_learning_curves(bad, tmp_path / "d.png")
+
+
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpointed", "unsaved"])
+def test_ctrl_c_in_train_says_where_the_run_is_without_a_traceback(checkpoint, tmp_path):
+    import signal
+    argv = [sys.executable, "-m", "pybn", "train", "--epochs", "100000", "--hidden", "8", "--no-progress"]
+    argv += ["--checkpoint", "ck"] if checkpoint else []
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (tmp_path / "ck" / "last.npz").exists():
+            time.sleep(0.2)
+            if not checkpoint and time.monotonic() > deadline - 57:
+                break  # three seconds into training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    if checkpoint:
+        assert "pybn train: interrupted; ck/last.npz holds the last finished epoch: " \
+               "`pybn train --resume ck/last.npz --epochs 100000` continues" in err
+        assert T.load_checkpoint(tmp_path / "ck" / "last.npz").epoch >= 1
+    else:
+        assert "pybn train: interrupted; no checkpoint was saved (--checkpoint DIR saves one every epoch)" in err

@@ -154,6 +154,16 @@ def run(args):
     except T.TrainingDiverged as exc:
         print(f"{PROG}: diverged: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: where the run is, not a traceback
+        last = pathlib.Path(checkpoint_dir or "", "last.npz")
+        if checkpoint_dir and last.exists():
+            data = f" --data {args.data}" if args.data else ""
+            where = (f"{last} holds the last finished epoch: `pybn train --resume {last}{data} "
+                     f"--epochs {args.epochs}` continues")
+        else:
+            where = "no checkpoint was saved (--checkpoint DIR saves one every epoch)"
+        print(f"\n{PROG}: interrupted; {where}", file=sys.stderr)
+        return 130
     last = history[-1]
     print(f"epoch {last['epoch'] + 1}: loss {last['loss']:.4f}, val_accuracy {last['val_accuracy']:.4f}")
     test_loss, test_acc = T.evaluate(model, data.X_test, data.y_test)
