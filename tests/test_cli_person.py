@@ -446,3 +446,17 @@ def test_ctrl_c_in_train_says_where_the_run_is_without_a_traceback(checkpoint, t
         assert T.load_checkpoint(tmp_path / "ck" / "last.npz").epoch >= 1
     else:
         assert "pybn train: interrupted; no checkpoint was saved (--checkpoint DIR saves one every epoch)" in err
+
+
+def test_ctrl_c_in_bench_is_one_line(tmp_path):
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "pybn", "bench", "--full", "--no-torch", "--no-progress"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip() == "pybn bench: interrupted"

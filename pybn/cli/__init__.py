@@ -28,6 +28,9 @@ def main(argv=None):
         return args.func(args)
     except UsageError as exc:
         return report(f"pybn {args.command}", exc)
+    except KeyboardInterrupt:  # train and tune say more: where to resume
+        print(f"\npybn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
