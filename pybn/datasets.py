@@ -26,6 +26,9 @@ def load_digits():
     return data.data.astype(np.float64), data.target.astype(np.int64)
 
 
+MAX_EXTRA_UNUSED_LABELS = 10  # gaps up to the used labels' count + this (e.g. labels 1..K) are fine
+
+
 def load_npz(path):
     """(X, y) from an .npz holding arrays X (m, n) and integer labels y (m,)."""
     arrays = read_npz(path, "data", names=["X", "y"])
@@ -38,8 +41,15 @@ def load_npz(path):
         raise ValueError(f"data: X of {path} holds NaN or inf values")
     if y.size and y.min() < 0:
         raise ValueError(f"data: y of {path} holds a negative label ({y.min()}); labels are 0, 1, ...")
-    if np.unique(y).size < 2:
-        raise ValueError(f"data: y of {path} holds {np.unique(y).size} class(es); at least 2 are needed")
+    used = np.unique(y).size
+    if used < 2:
+        raise ValueError(f"data: y of {path} holds {used} class(es); at least 2 are needed")
+    # a label is the index of its output unit: labels up to 10**9 would ask
+    # for a billion units (an allocation error deep in training)
+    unused = int(y.max()) + 1 - used
+    if unused > used + MAX_EXTRA_UNUSED_LABELS:
+        raise ValueError(f"data: y of {path} uses {used} labels up to {y.max()}; labels index the output "
+                         f"units 0..{y.max()}, so {unused} would be unused: relabel them 0..{used - 1}")
     return X.astype(np.float64), y.astype(np.int64)
 
 

@@ -157,6 +157,14 @@ def test_load_npz(tmp_path):
     np.savez(tmp_path / "obj.npz", X=np.array([{"a": 1}], dtype=object), y=np.arange(1))
     with pytest.raises(ValueError):  # object arrays would need pickle: refused
         datasets.load_npz(tmp_path / "obj.npz")
+    # labels index the output units: 10**9 asked for a billion of them (an
+    # allocation error deep in training); 1-based labels are fine
+    X = np.ones((8, 2))
+    np.savez(tmp_path / "far.npz", X=X, y=np.array([0, 1, 2, 3] * 2) * 10**8)
+    with pytest.raises(ValueError, match=r"uses 4 labels up to 300000000; .* relabel them 0..3"):
+        datasets.load_npz(tmp_path / "far.npz")
+    np.savez(tmp_path / "one-based.npz", X=X, y=np.array([1, 2, 3, 4] * 2))
+    assert datasets.load_npz(tmp_path / "one-based.npz")[1].max() == 4
 
 
 def test_fit_gives_the_cores_to_one_thread_pool(digits, monkeypatch):
