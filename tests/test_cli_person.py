@@ -460,3 +460,12 @@ def test_ctrl_c_in_bench_is_one_line(tmp_path):
         proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip() == "pybn bench: interrupted"
+
+
+def test_retest_says_how_many_it_re_ran(tmp_path, capsys):
+    # '--retest 3' of a one-trial study printed "re-test of the best 3" over one row
+    assert main(["tune", "--storage", str(tmp_path / "s.sqlite"), *QUICK_TUNE, "--n-trials", "1",
+                 "--retest", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "re-test of the best 1 (of 3 asked: the study has 1 complete) with fresh training seeds:" in out
+    assert out.count("stored ") == 1

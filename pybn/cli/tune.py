@@ -248,9 +248,11 @@ def _tune(args, opened, options):
         plot_study(trials, space, args.plot, score_name="validation accuracy", title=f"study {study.name!r}")
         print(f"plot: {os.path.abspath(args.plot)}")
     if args.retest:
-        print(f"\nre-test of the best {args.retest} with fresh training seeds:")
-        for r in study.retest(objective, args.retest, n_workers=options["n_workers"],
-                              executor=options["executor"]):
+        results = study.retest(objective, args.retest, n_workers=options["n_workers"],
+                               executor=options["executor"])
+        fewer = f" (of {args.retest} asked: the study has {len(results)} complete)" if len(results) < args.retest else ""
+        print(f"\nre-test of the best {len(results)}{fewer} with fresh training seeds:")
+        for r in results:
             print(f"  trial {r.number:4d}: stored {r.stored_value:.4f} -> now {r.retest_value:.4f} "
                   f"({r.change:+.4f})")
     return 0
