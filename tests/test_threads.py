@@ -99,33 +99,39 @@ def test_default_thread_count_honours_omp_num_threads_and_threadpoolctl():
 
 
 def test_gil_is_released_during_kernels():
-    # Two Python threads each running large kernels on one OpenMP thread
-    # overlap only if the GIL is released: check they did overlap in time.
+    # A Python thread counts while the main thread runs kernels. With a
+    # switch interval (0.1 s) longer than a kernel call, the counter can
+    # advance during a call only if the call released the GIL: a call
+    # holding it (checked: a 10 ms Python loop) leaves it where it was.
+    # Counted, not timed: the former version ("the main thread ticked more
+    # than 5 times while two threads ran kernels") saw 5 on a CI run.
+    import sys
     import threading
-    import time
     pybn.set_num_threads(1)
     x = np.random.default_rng(3).standard_normal((2048, 2048)).astype(np.float32)
-    spans = []
+    gamma, beta = np.ones(2048, np.float32), np.zeros(2048, np.float32)
+    count, stop = [0], threading.Event()
 
-    def work():
-        start = time.perf_counter()
-        for _ in range(5):
-            pybn.softmax(x)
-        spans.append((start, time.perf_counter()))
+    def counter():
+        while not stop.is_set():
+            count[0] += 1
 
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    # Meanwhile the main thread must get the GIL back quickly.
-    ticks = 0
-    while any(t.is_alive() for t in threads):
-        ticks += 1
-        time.sleep(0.001)
-    for t in threads:
-        t.join()
-    (s1, e1), (s2, e2) = spans
-    assert min(e1, e2) > max(s1, s2)  # the two runs overlapped
-    assert ticks > 5
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.1)
+    thread = threading.Thread(target=counter)
+    thread.start()
+    try:
+        advanced = {}
+        for name, call in (("softmax", lambda: pybn.softmax(x)),
+                           ("batch_norm_forward", lambda: pybn.batch_norm_forward(x, gamma, beta, training=True))):
+            before = count[0]
+            call()
+            advanced[name] = count[0] - before
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert all(n > 0 for n in advanced.values()), advanced
 
 
 def test_a_huge_omp_num_threads_is_capped_to_the_bound():
