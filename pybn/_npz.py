@@ -10,6 +10,10 @@ import numpy as np
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what np.load takes for an .npz (the second: empty)
 
 
+class _NotNpz(Exception):
+    """Raised inside read_npz only: the file does not start as a zip."""
+
+
 def read_npz(path, what, names=None):
     """{name: array} of the .npz at `path` (only `names` when given, all of
     them must be there); errors are ValueErrors starting with `what`."""
@@ -18,16 +22,16 @@ def read_npz(path, what, names=None):
         with open(path, "rb") as f:
             head = f.read(4)
         if head not in ZIP_MAGIC:  # np.load would return a .npy's array, or call text "pickled data"
-            raise ValueError(f"{what}: {path} is not an .npz file (expected NumPy's savez format)")
+            raise _NotNpz
         with np.load(path, allow_pickle=False) as data:
             missing = sorted(set(names or ()) - set(data.files))
-            if missing:
-                raise ValueError(f"{what}: {path} lacks arrays {missing} (expected {' and '.join(names)})")
-            return {name: data[name] for name in (names or data.files)}
+            arrays = {} if missing else {name: data[name] for name in (names or data.files)}
+    except _NotNpz:
+        raise ValueError(f"{what}: {path} is not an .npz file (expected NumPy's savez format)") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{what}: cannot read {path} as .npz: {exc}") from exc
-    except ValueError as exc:
-        if str(exc).startswith(f"{what}:"):
-            raise
-        # object arrays: loading them would unpickle, which pybn never does
+    except ValueError as exc:  # object arrays: loading them would unpickle, which pybn never does
         raise ValueError(f"{what}: cannot read {path} without unpickling ({exc})") from exc
+    if missing:
+        raise ValueError(f"{what}: {path} lacks arrays {missing} (expected {' and '.join(names)})")
+    return arrays

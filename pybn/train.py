@@ -294,6 +294,8 @@ class Checkpoint:
     maximized): also keep DIR/best.npz, the best epoch so far, as
     PyTorch Lightning's ModelCheckpoint does."""
 
+    LAST = "last.npz"  # the newest epoch's file, the one to resume from
+
     def __init__(self, directory, history=None, extra=None, keep_last=None, monitor=None):
         if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
                                       or keep_last < 0):
@@ -309,7 +311,7 @@ class Checkpoint:
             save_checkpoint(path, model, optimizer, epoch=epoch + 1, history=self.history, extra=self.extra)
         if self.keep_last != 0:
             save(self.directory / f"epoch-{epoch + 1:04d}.npz")
-        save(self.directory / "last.npz")
+        save(self.directory / self.LAST)
         if self.monitor is not None:
             value = logs.get(self.monitor)
             if value is None:

@@ -155,7 +155,7 @@ def run(args):
         print(f"{PROG}: diverged: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: where the run is, not a traceback
-        last = pathlib.Path(checkpoint_dir or "", "last.npz")
+        last = pathlib.Path(checkpoint_dir or "", T.Checkpoint.LAST)
         if checkpoint_dir and last.exists():
             data = f" --data {args.data}" if args.data else ""
             where = (f"{last} holds the last finished epoch: `pybn train --resume {last}{data} "

@@ -83,10 +83,10 @@ def add_parser(subparsers):
 
 
 def _check(args):
-    for name in ("n_trials", "rounds", "epochs", "top_k", "top"):
+    checks.positive("--n-trials", args.n_trials, allow_none=False, most=MAX_COUNT)
+    for name in ("rounds", "epochs", "top_k", "top"):
         checks.positive(f"--{name.replace('_', '-')}", getattr(args, name), allow_none=False)
     checks.positive("--workers", args.workers)
-    checks.positive("--n-trials", args.n_trials, most=MAX_COUNT)
     if args.prune_warmup < 0:
         raise UsageError(f"--prune-warmup: expected an integer >= 0, got {args.prune_warmup}")
     if not 0 <= args.prune_percentile <= 100:
