@@ -1,7 +1,8 @@
 """pybn inside PyTorch (the optional `pybn[torch]` extra): batch norm,
 softmax, log-softmax and cross-entropy on pybn's kernels, as custom
 operators registered with torch.library (autograd, torch.compile and
-torch.library.opcheck work), and drop-in modules.
+torch.library.opcheck work; second derivatives too, through PyTorch's ops
+when a backward builds a graph), and drop-in modules.
 
     model = torchvision.models.resnet18()
     pybn.torch.patch(model)          # its BatchNorm layers now run on pybn
@@ -118,16 +119,46 @@ def _(dy, x, weight, mean, invstd, training):
 
 
 def _bn_setup(ctx, inputs, output):
-    x, weight, _, _, _, training, _, _ = inputs
+    x, weight, _, _, _, training, _, eps = inputs
     _, mean, invstd, _, _ = output
     ctx.save_for_backward(x, weight, mean, invstd)
     ctx.training = training
+    ctx.eps = eps
     ctx.has_weight = weight is not None
+
+
+def _bn_differentiable_gradients(ctx, dy, x, weight, mean, invstd):
+    """(dx, dweight, dbias) in PyTorch's differentiable ops, for a backward
+    that builds a graph (create_graph=True: a gradient penalty, a Hessian):
+    the kernels' gradients are constants to autograd, so a second derivative
+    through them would be missing, silently."""
+    shape = [1] * x.dim()
+    shape[1] = -1
+    dims = [d for d in range(x.dim()) if d != 1]
+    with torch.enable_grad():
+        if ctx.training:  # the batch statistics are functions of x
+            mean = x.mean(dims, keepdim=True)
+            invstd = torch.rsqrt(x.var(dims, unbiased=False, keepdim=True) + ctx.eps)
+        else:
+            # the running statistics: constants (the custom op's autograd
+            # would otherwise route their gradient back into this backward)
+            mean, invstd = mean.detach().view(shape), invstd.detach().view(shape)
+        y = (x - mean) * invstd
+        if weight is not None:
+            y = y * weight.view(shape)
+        wanted = [t for t in (x, weight) if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, dy, create_graph=True) if wanted else ())
+    dx = next(grads) if x.requires_grad else None
+    dweight = next(grads) if weight is not None and weight.requires_grad else None
+    return dx, dweight, dy.sum(dims)
 
 
 def _bn_gradients(ctx, dy, backward):
     x, weight, mean, invstd = ctx.saved_tensors
-    dx, dweight, dbias = backward(dy, x, weight, mean, invstd, ctx.training)
+    if torch.is_grad_enabled():
+        dx, dweight, dbias = _bn_differentiable_gradients(ctx, dy, x, weight, mean, invstd)
+    else:
+        dx, dweight, dbias = backward(dy, x, weight, mean, invstd, ctx.training)
     if not ctx.has_weight:
         dweight = dbias = None
     return dx, dweight, dbias, None, None, None, None, None
@@ -183,7 +214,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     what pybn does not cover."""
     if not _bn_supported(x, weight, bias, running_mean, running_var) or (
             not training and (running_mean is None or running_var is None)) or (
-            training and x.numel() // x.shape[1] < 2):
+            training and x.numel() // x.shape[1] < 2) or x.numel() == 0:
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     op = _BatchNormFunction.apply if _eager() else _batch_norm_op
     y, _, _, new_mean, new_var = op(x, weight, bias, running_mean, running_var, training, float(momentum),
@@ -198,6 +229,14 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 
 # ---- softmax family ------------------------------------------------------------------
+
+
+# The softmax family's backward in PyTorch's ops, differentiable through
+# the saved output (which autograd links to the forward): for create_graph.
+_softmax_family_differentiable_gradient = {
+    "softmax": lambda grad, out, dim: out * (grad - (grad * out).sum(dim, keepdim=True)),
+    "log_softmax": lambda grad, out, dim: grad - out.exp() * grad.sum(dim, keepdim=True),
+}
 
 
 def _softmax_family(name):
@@ -222,9 +261,14 @@ def _softmax_family(name):
         ctx.save_for_backward(output)
         ctx.dim = inputs[1]
 
-    def backward(ctx, grad):
+    def gradient(ctx, grad, kernel):
         (out,) = ctx.saved_tensors
-        return op_backward(grad, out, ctx.dim), None
+        if torch.is_grad_enabled():  # building a graph: see _bn_differentiable_gradients
+            return _softmax_family_differentiable_gradient[name](grad, out, ctx.dim), None
+        return kernel(grad, out, ctx.dim), None
+
+    def backward(ctx, grad):
+        return gradient(ctx, grad, op_backward)
 
     op.register_autograd(backward, setup_context=setup)
 
@@ -239,8 +283,8 @@ def _softmax_family(name):
 
         @staticmethod
         def backward(ctx, grad):
-            (out,) = ctx.saved_tensors
-            return _from(getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=ctx.dim)), None
+            return gradient(ctx, grad, lambda grad, out, dim: _from(
+                getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=dim)))
 
     return op, Eager.apply
 
@@ -295,12 +339,22 @@ def _(logits, target, label_smoothing, reduction):
 
 
 def _ce_setup(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-    ctx.reduction = inputs[3]
+    logits, target, label_smoothing, reduction = inputs
+    # logits and target only for a backward that builds a graph (references,
+    # no copies: the loss of a batch keeps its logits alive until backward)
+    ctx.save_for_backward(output[1], logits, target)
+    ctx.label_smoothing = label_smoothing
+    ctx.reduction = reduction
 
 
 def _ce_backward(ctx, grad_loss, _grad_dlogits):
-    (dlogits,) = ctx.saved_tensors
+    dlogits, logits, target = ctx.saved_tensors
+    if torch.is_grad_enabled():  # building a graph: see _bn_differentiable_gradients
+        with torch.enable_grad():
+            loss = F.cross_entropy(logits, target, label_smoothing=ctx.label_smoothing,
+                                   reduction=("none", "mean", "sum")[ctx.reduction])
+            (grad,) = torch.autograd.grad(loss, logits, grad_loss, create_graph=True)
+        return grad, None, None, None
     grad = grad_loss.unsqueeze(1) * dlogits if ctx.reduction == 0 else grad_loss * dlogits
     return grad, None, None, None
 

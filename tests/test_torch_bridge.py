@@ -144,6 +144,55 @@ def test_cross_entropy_with_probabilities_and_gradcheck(smoothing):
     assert torch.autograd.gradcheck(lambda z: pt.cross_entropy(z, t, reduction="none"), (z,))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "traced"])
+def test_second_derivatives_as_torch_gives_them(compiled, monkeypatch):
+    # A backward with create_graph=True (a gradient penalty, a Hessian-vector
+    # product) used the kernels' gradients as constants: the penalty's
+    # gradients through batch norm were missing or wrong, silently.
+    monkeypatch.setattr(pt, "_eager", lambda: not compiled)
+    torch.manual_seed(5)
+    f64 = dict(dtype=torch.float64)
+    x = torch.randn(5, 3, 2, 2, **f64, requires_grad=True)
+    w, b = torch.rand(3, **f64, requires_grad=True), torch.rand(3, **f64, requires_grad=True)
+    rm, rv = torch.randn(3, **f64), torch.rand(3, **f64) + 0.5
+    for training in (True, False):
+        assert torch.autograd.gradgradcheck(lambda x, w, b: pt.batch_norm(x, rm, rv, w, b, training), (x, w, b))
+    assert torch.autograd.gradgradcheck(lambda x: pt.batch_norm(x, None, None, None, None, True), (x,))
+    z = torch.randn(6, 4, **f64, requires_grad=True)
+    for fn in (pt.softmax, pt.log_softmax):
+        assert torch.autograd.gradgradcheck(lambda z: fn(z, 1), (z,))
+        assert torch.autograd.gradgradcheck(lambda z: fn(z, 0), (z,))
+    t, q = torch.tensor([0, 3, 1, 2, 2, 0]), torch.softmax(torch.randn(6, 4, **f64), 1)
+    for options in (dict(), dict(reduction="none"), dict(label_smoothing=0.2, reduction="sum"), dict(ignore_index=2),
+                    dict(weight=torch.rand(4, **f64) + 0.1)):
+        assert torch.autograd.gradgradcheck(lambda z: pt.cross_entropy(z, t, **options), (z,))
+    assert torch.autograd.gradgradcheck(lambda z: pt.cross_entropy(z, q, label_smoothing=0.1), (z,))
+
+
+def test_a_gradient_penalty_through_a_patched_model_matches_torch_nn():
+    torch.manual_seed(6)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                              torch.nn.Linear(8, 3)).double()
+    patched = pt.patch(copy.deepcopy(net))
+    x, t = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+    grads = []
+    for model, loss_fn in ((net, torch.nn.functional.cross_entropy), (patched, pt.cross_entropy)):
+        xx = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(loss_fn(model(xx), t), xx, create_graph=True)
+        g.pow(2).sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for mine, ref in zip(*reversed(grads)):
+        assert mine is not None
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_an_empty_batch_gives_an_empty_output_as_torch_nn():
+    for training in (True, False):
+        ref, mine = torch.nn.BatchNorm2d(3).train(training), pt.BatchNorm2d(3).train(training)
+        x = torch.randn(0, 3, 2, 2)
+        assert mine(x).shape == ref(x).shape == (0, 3, 2, 2)
+
+
 def test_opcheck_passes_for_every_operator():
     x = torch.randn(8, 3, 4, 4)
     stats = (torch.zeros(3), torch.ones(3))
