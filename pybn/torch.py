@@ -11,12 +11,13 @@ when a backward builds a graph), and drop-in modules.
 Zero-copy: contiguous (or channels-last) CPU float32/float64 tensors are
 handed to the kernels as NumPy views of their memory, and the kernels'
 outputs become tensors without a copy. Anything else (another device,
-dtype or layout, class weights with label smoothing, targets of more than
+dtype or layout, a torch.func transform or forward-mode AD, class weights with label smoothing, targets of more than
 one dimension per row) falls back to PyTorch's own op: never an error that
 PyTorch would not raise. Modules keep torch.nn's constructors, state_dict
 keys and num_batches_tracked, so checkpoints load both ways.
 """
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from . import functional as _pybn
@@ -195,8 +196,21 @@ def _eager():
     return not torch.compiler.is_compiling()
 
 
+def _transformed(*tensors):
+    """Whether a torch.func transform (vmap, grad, jvp, ...) or forward-mode
+    AD runs over this call: pybn's ops have no batching or forward-mode
+    rules (PyTorch's have), so such calls take PyTorch's op. Asked in eager
+    mode only: traced code runs the custom ops."""
+    if not _eager():
+        return False
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def _bn_supported(x, weight, bias, running_mean, running_var):
-    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.layout != torch.strided or x.dim() < 2:
+    if (x.device.type != "cpu" or x.dtype not in _FLOATS or x.layout != torch.strided or x.dim() < 2
+            or _transformed(x, weight, bias)):
         return False
     if _channels_last_view(x)[0] is None:
         return False
@@ -296,7 +310,8 @@ _log_softmax_op, _log_softmax_eager = _softmax_family("log_softmax")
 def _softmax_supported(z, dim, dtype):
     # a dim out of range goes to PyTorch, which raises its IndexError
     return (dtype is None and z.device.type == "cpu" and z.dtype in _FLOATS and z.layout == torch.strided
-            and z.is_contiguous() and z.dim() >= 1 and isinstance(dim, int) and -z.dim() <= dim < z.dim())
+            and z.is_contiguous() and z.dim() >= 1 and isinstance(dim, int) and -z.dim() <= dim < z.dim()
+            and not _transformed(z))
 
 
 def softmax(z, dim, dtype=None):
@@ -393,6 +408,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                      (not labels and target.dtype == input.dtype and target.shape == input.shape
                       and weight is None)))
     supported = supported and 0.0 <= label_smoothing <= 1.0  # else PyTorch raises its own error
+    supported = supported and not _transformed(input, target, weight)
     if supported and weight is not None:
         supported = (label_smoothing == 0.0 and weight.dtype == input.dtype and weight.device.type == "cpu"
                      and weight.shape == (input.shape[1],))

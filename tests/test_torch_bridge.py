@@ -186,6 +186,30 @@ def test_a_gradient_penalty_through_a_patched_model_matches_torch_nn():
         torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch.func's import
+def test_torch_func_transforms_and_forward_mode_work_as_with_torch_nn():
+    # pybn's autograd.Functions have no vmap or jvp rules: under a transform
+    # they raised where torch.nn works; such calls now take PyTorch's ops
+    from torch.func import functional_call, grad, jvp, vmap
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8, track_running_stats=False),
+                              torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, t = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    results = []
+    for model, ce, softmax in ((net, torch.nn.functional.cross_entropy, torch.softmax),
+                               (pt.patch(copy.deepcopy(net)), pt.cross_entropy, pt.softmax)):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        grads = grad(lambda p: ce(functional_call(model, p, (x,)), t))(params)
+        per_row = vmap(lambda row: softmax(model(row.unsqueeze(0).expand(2, -1)), 1))(x)
+        tangent = jvp(lambda z: softmax(z, 1), (x,), (torch.ones_like(x),))[1]
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(x, torch.randn_like(x, generator=torch.Generator().manual_seed(1)))
+            forward = torch.autograd.forward_ad.unpack_dual(model(dual)).tangent
+        results.append([*grads.values(), per_row, tangent, forward])
+    for mine, ref in zip(*reversed(results)):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_an_empty_batch_gives_an_empty_output_as_torch_nn():
     for training in (True, False):
         ref, mine = torch.nn.BatchNorm2d(3).train(training), pt.BatchNorm2d(3).train(training)
