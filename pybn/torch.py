@@ -11,9 +11,9 @@ when a backward builds a graph), and drop-in modules.
 Zero-copy: contiguous (or channels-last) CPU float32/float64 tensors are
 handed to the kernels as NumPy views of their memory, and the kernels'
 outputs become tensors without a copy. Anything else (another device,
-dtype or layout, a torch.func transform or forward-mode AD, class weights with label smoothing, targets of more than
-one dimension per row) falls back to PyTorch's own op: never an error that
-PyTorch would not raise. Modules keep torch.nn's constructors, state_dict
+dtype or layout, a torch.func transform or forward-mode AD, class weights
+with label smoothing, targets of more than one dimension per row) falls
+back to PyTorch's own op: never an error that PyTorch would not raise. Modules keep torch.nn's constructors, state_dict
 keys and num_batches_tracked, so checkpoints load both ways.
 """
 import torch
