@@ -400,13 +400,15 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     """torch.nn.functional.cross_entropy on pybn's fused kernel: class
     indices or probabilities, label smoothing, class weights, ignore_index
     and the three reductions; PyTorch's op for what pybn does not cover."""
-    labels = target.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+    labels = target.dtype in (torch.int64, torch.uint8)  # PyTorch refuses other integer targets
     supported = (input.device.type == "cpu" and input.dtype in _FLOATS and input.dim() == 2
                  and input.is_contiguous() and input.layout == torch.strided and reduction in _REDUCTIONS
                  and target.device.type == "cpu" and (
                      (labels and target.dim() == 1 and target.shape[0] == input.shape[0]) or
+                     # probabilities: PyTorch differentiates them too, and
+                     # raises for an ignore_index
                      (not labels and target.dtype == input.dtype and target.shape == input.shape
-                      and weight is None)))
+                      and weight is None and not target.requires_grad and ignore_index == -100)))
     supported = supported and 0.0 <= label_smoothing <= 1.0  # else PyTorch raises its own error
     supported = supported and not _transformed(input, target, weight)
     if supported and weight is not None:

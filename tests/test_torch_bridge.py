@@ -275,6 +275,27 @@ def test_bad_arguments_raise_what_torch_raises(compiled, monkeypatch):
         pt.cross_entropy(z, target.clamp(max=4), label_smoothing=2.0)
 
 
+def test_cross_entropy_targets_as_torch_takes_them():
+    # pybn took int32 labels and an ignore_index with probabilities, which
+    # PyTorch refuses, and gave probability targets no gradient, silently
+    torch.manual_seed(8)
+    z = torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match="expected target dtype to be Long or Byte"):
+        pt.cross_entropy(z, torch.tensor([0, 1, 3], dtype=torch.int32))
+    torch.testing.assert_close(pt.cross_entropy(z, torch.tensor([0, 1, 3], dtype=torch.uint8)),
+                               torch.nn.functional.cross_entropy(z, torch.tensor([0, 1, 3])))
+    q = torch.softmax(torch.randn(3, 4), 1)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported"):
+        pt.cross_entropy(z, q, ignore_index=1)
+    grads = []
+    for fn in (torch.nn.functional.cross_entropy, pt.cross_entropy):
+        qq = q.clone().requires_grad_()
+        fn(z, qq, label_smoothing=0.1).backward()
+        grads.append(qq.grad)
+    assert grads[1] is not None
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_zero_copy_in_and_out(monkeypatch):
     # The kernels read the tensors' own memory and their outputs become the
     # returned tensors: record the addresses the NumPy layer sees.
