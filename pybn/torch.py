@@ -120,12 +120,12 @@ def _(dy, x, weight, mean, invstd, training):
 
 
 def _bn_setup(ctx, inputs, output):
-    x, weight, _, _, _, training, _, eps = inputs
+    x, weight, bias, _, _, training, _, eps = inputs
     _, mean, invstd, _, _ = output
     ctx.save_for_backward(x, weight, mean, invstd)
     ctx.training = training
     ctx.eps = eps
-    ctx.has_weight = weight is not None
+    ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
 
 
 def _bn_differentiable_gradients(ctx, dy, x, weight, mean, invstd):
@@ -160,9 +160,8 @@ def _bn_gradients(ctx, dy, backward):
         dx, dweight, dbias = _bn_differentiable_gradients(ctx, dy, x, weight, mean, invstd)
     else:
         dx, dweight, dbias = backward(dy, x, weight, mean, invstd, ctx.training)
-    if not ctx.has_weight:
-        dweight = dbias = None
-    return dx, dweight, dbias, None, None, None, None, None
+    # a gradient for each of weight and bias that was given (either may be None)
+    return dx, dweight if ctx.has_weight else None, dbias if ctx.has_bias else None, None, None, None, None, None
 
 
 def _bn_backward(ctx, dy, _dmean, _dinvstd, _drm, _drv):
@@ -227,6 +226,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     semantics, running statistics updated in place); PyTorch's own op for
     what pybn does not cover."""
     if not _bn_supported(x, weight, bias, running_mean, running_var) or (
+            (running_mean is None) != (running_var is None)) or (
             not training and (running_mean is None or running_var is None)) or (
             training and x.numel() // x.shape[1] < 2) or x.numel() == 0:
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)

@@ -96,6 +96,37 @@ def test_gradcheck_batch_norm_float64(fmt):
     assert torch.autograd.gradcheck(lambda x, w, b: pt.batch_norm(x, rm, rv, w, b, False), (x, w, b))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "traced"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", ["weight", "bias", "both", "neither"])
+def test_batch_norm_with_weight_or_bias_alone_as_torch(affine, training, compiled, monkeypatch):
+    # a bias without a weight got no gradient (None, silently), a weight
+    # without a bias failed its backward
+    monkeypatch.setattr(pt, "_eager", lambda: not compiled)
+    results = []
+    for fn in (torch.nn.functional.batch_norm, pt.batch_norm):
+        torch.manual_seed(9)
+        x = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+        w, b = (torch.rand(3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        w, b = (w if affine in ("weight", "both") else None), (b if affine in ("bias", "both") else None)
+        rm, rv = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+        y = fn(x, rm, rv, w, b, training)
+        y.backward(torch.randn_like(y))
+        results.append([y, x.grad, rm, rv] + [t.grad for t in (w, b) if t is not None])
+    for mine, ref in zip(*reversed(results)):
+        assert mine is not None
+        torch.testing.assert_close(mine, ref, **TOL[torch.float64])
+
+
+def test_batch_norm_refuses_one_running_statistic_without_the_other():
+    x = torch.randn(4, 3)
+    for rm, rv in ((torch.zeros(3), None), (None, torch.ones(3))):
+        with pytest.raises(ValueError, match="running_mean and running_var must either both be None"):
+            torch.nn.functional.batch_norm(x, rm, rv, training=True)
+        with pytest.raises(ValueError, match="running_mean and running_var must either both be None"):
+            pt.batch_norm(x, rm, rv, training=True)
+
+
 @pytest.mark.parametrize("dim", [0, 1, -1])
 def test_gradcheck_softmax_family_float64(dim):
     z = torch.randn(4, 5, 3, dtype=torch.float64, requires_grad=True)
