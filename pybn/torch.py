@@ -10,11 +10,12 @@ when a backward builds a graph), and drop-in modules.
 
 Zero-copy: contiguous (or channels-last) CPU float32/float64 tensors are
 handed to the kernels as NumPy views of their memory, and the kernels'
-outputs become tensors without a copy. Anything else (another device,
-dtype or layout, a torch.func transform or forward-mode AD, class weights
-with label smoothing, targets of more than one dimension per row) falls
-back to PyTorch's own op: never an error that PyTorch would not raise. Modules keep torch.nn's constructors, state_dict
-keys and num_batches_tracked, so checkpoints load both ways.
+outputs become tensors without a copy. Anything else (another device, dtype
+or layout, a torch.func transform, forward-mode AD or torch.jit.trace,
+class weights with label smoothing, targets of more than one dimension per
+row) falls back to PyTorch's own op: never an error that PyTorch would not
+raise. Modules keep torch.nn's constructors, state_dict keys and
+num_batches_tracked, so checkpoints load both ways.
 """
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -196,13 +197,14 @@ def _eager():
 
 
 def _transformed(*tensors):
-    """Whether a torch.func transform (vmap, grad, jvp, ...) or forward-mode
-    AD runs over this call: pybn's ops have no batching or forward-mode
-    rules (PyTorch's have), so such calls take PyTorch's op. Asked in eager
-    mode only: traced code runs the custom ops."""
+    """Whether a torch.func transform (vmap, grad, jvp, ...), forward-mode
+    AD or torch.jit.trace runs over this call: pybn's ops have no batching
+    or forward-mode rules (PyTorch's have), and a trace of a Python
+    autograd.Function cannot be saved, so such calls take PyTorch's op.
+    Asked in eager mode only: torch.compile runs the custom ops."""
     if not _eager():
         return False
-    if torch._C._functorch.peek_interpreter_stack() is not None:
+    if torch._C._functorch.peek_interpreter_stack() is not None or torch.jit.is_tracing():
         return True
     return any(t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors)
 

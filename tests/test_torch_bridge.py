@@ -241,6 +241,26 @@ def test_torch_func_transforms_and_forward_mode_work_as_with_torch_nn():
         torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # deprecated, still used
+def test_torch_jit_trace_of_a_patched_model_saves_and_loads():
+    # a trace recorded the Python autograd.Function: torch.jit.save refused
+    # it, and tracing pybn.torch.softmax failed its sanity check
+    import io
+    torch.manual_seed(10)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)).eval()
+    patched = pt.patch(copy.deepcopy(net))
+    x, x2 = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(patched, x), buffer)
+    buffer.seek(0)
+    torch.testing.assert_close(torch.jit.load(buffer)(x2), net(x2))
+    z = torch.randn(4, 5)
+    traced = torch.jit.trace(lambda z: pt.log_softmax(z, 1), z)
+    torch.testing.assert_close(traced(z * 2), torch.log_softmax(z * 2, 1))
+
+
 def test_an_empty_batch_gives_an_empty_output_as_torch_nn():
     for training in (True, False):
         ref, mine = torch.nn.BatchNorm2d(3).train(training), pt.BatchNorm2d(3).train(training)
