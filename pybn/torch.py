@@ -28,6 +28,7 @@ __all__ = ["batch_norm", "softmax", "log_softmax", "cross_entropy", "BatchNorm1d
 
 _FLOATS = (torch.float32, torch.float64)
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTION_NAMES = tuple(_REDUCTIONS)  # by the custom op's int
 
 
 def _np(t):
@@ -257,9 +258,15 @@ _softmax_family_differentiable_gradient = {
 
 def _softmax_family(name):
     """The custom op pybn::NAME (softmax or log_softmax) and its backward."""
+    def forward_on_kernel(z, dim):
+        return _from(getattr(_pybn, name)(_np(z), axis=dim))
+
+    def backward_on_kernel(grad, out, dim):
+        return _from(getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=dim))
+
     @torch.library.custom_op(f"pybn::{name}", mutates_args=(), device_types="cpu")
     def op(z: torch.Tensor, dim: int) -> torch.Tensor:
-        return _from(getattr(_pybn, name)(_np(z), axis=dim))
+        return forward_on_kernel(z, dim)
 
     @op.register_fake
     def _(z, dim):
@@ -267,7 +274,7 @@ def _softmax_family(name):
 
     @torch.library.custom_op(f"pybn::{name}_backward", mutates_args=(), device_types="cpu")
     def op_backward(grad: torch.Tensor, out: torch.Tensor, dim: int) -> torch.Tensor:
-        return _from(getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=dim))
+        return backward_on_kernel(grad, out, dim)
 
     @op_backward.register_fake
     def _(grad, out, dim):
@@ -277,11 +284,11 @@ def _softmax_family(name):
         ctx.save_for_backward(output)
         ctx.dim = inputs[1]
 
-    def gradient(ctx, grad, kernel):
+    def gradient(ctx, grad, on_kernel):
         (out,) = ctx.saved_tensors
         if torch.is_grad_enabled():  # building a graph: see _bn_differentiable_gradients
             return _softmax_family_differentiable_gradient[name](grad, out, ctx.dim), None
-        return kernel(grad, out, ctx.dim), None
+        return on_kernel(grad, out, ctx.dim), None
 
     def backward(ctx, grad):
         return gradient(ctx, grad, op_backward)
@@ -293,14 +300,13 @@ def _softmax_family(name):
 
         @staticmethod
         def forward(ctx, z, dim):
-            out = _from(getattr(_pybn, name)(_np(z), axis=dim))
+            out = forward_on_kernel(z, dim)
             setup(ctx, (z, dim), out)
             return out
 
         @staticmethod
         def backward(ctx, grad):
-            return gradient(ctx, grad, lambda grad, out, dim: _from(
-                getattr(_pybn, f"{name}_backward")(_np(grad.contiguous()), _np(out), axis=dim)))
+            return gradient(ctx, grad, backward_on_kernel)
 
     return op, Eager.apply
 
@@ -334,7 +340,7 @@ def log_softmax(z, dim, dtype=None):
 
 
 def _cross_entropy_impl(logits, target, label_smoothing, reduction):
-    mode = ("none", "mean", "sum")[reduction]
+    mode = _REDUCTION_NAMES[reduction]
     loss, dlogits = _pybn.softmax_cross_entropy(_np(logits), _np(target), reduction=mode,
                                                 label_smoothing=label_smoothing)
     loss = torch.from_numpy(loss) if mode == "none" else torch.tensor(loss, dtype=logits.dtype)
@@ -369,7 +375,7 @@ def _ce_backward(ctx, grad_loss, _grad_dlogits):
     if torch.is_grad_enabled():  # building a graph: see _bn_differentiable_gradients
         with torch.enable_grad():
             loss = F.cross_entropy(logits, target, label_smoothing=ctx.label_smoothing,
-                                   reduction=("none", "mean", "sum")[ctx.reduction])
+                                   reduction=_REDUCTION_NAMES[ctx.reduction])
             (grad,) = torch.autograd.grad(loss, logits, grad_loss, create_graph=True)
         return grad, None, None, None
     grad = grad_loss.unsqueeze(1) * dlogits if ctx.reduction == 0 else grad_loss * dlogits
