@@ -33,8 +33,9 @@ def load_npz(path):
     """(X, y) from an .npz holding arrays X (m, n) and integer labels y (m,)."""
     arrays = read_npz(path, "data", names=["X", "y"])
     X, y = arrays["X"], arrays["y"]
-    if X.ndim != 2 or X.dtype.kind not in "fiu":
-        raise ValueError(f"data: X must be a 2-D numeric array, got shape {X.shape} dtype {X.dtype}")
+    if X.ndim != 2 or X.dtype.kind not in "fiu" or X.shape[1] == 0:
+        raise ValueError(f"data: X must be a 2-D numeric array with at least one feature, got shape {X.shape} "
+                         f"dtype {X.dtype}")
     if y.shape != (X.shape[0],) or y.dtype.kind not in "iu":
         raise ValueError(f"data: y must be integer labels of shape ({X.shape[0]},), got {y.shape} {y.dtype}")
     if X.size and not np.isfinite(X).all():
@@ -66,10 +67,15 @@ def split_standardize(X, y, val_size=0.15, test_size=0.15, seed=0):
     """Stratified train/validation/test split; each part standardized with
     the training mean and standard deviation (constant features get 1)."""
     from sklearn.model_selection import train_test_split
-    X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, random_state=seed,
-                                                      stratify=y)
-    X_train, X_val, y_train, y_val = train_test_split(
-        X_rest, y_rest, test_size=val_size / (1.0 - test_size), random_state=seed, stratify=y_rest)
+    try:
+        X_rest, X_test, y_rest, y_test = train_test_split(X, y, test_size=test_size, random_state=seed,
+                                                          stratify=y)
+        X_train, X_val, y_train, y_val = train_test_split(
+            X_rest, y_rest, test_size=val_size / (1.0 - test_size), random_state=seed, stratify=y_rest)
+    except ValueError as error:  # scikit-learn's words alone do not say which split or why
+        raise ValueError(f"data: {len(y)} examples of {np.unique(y).size} classes are too few to split "
+                         f"{1 - val_size - test_size:.0%}/{val_size:.0%}/{test_size:.0%} into train/validation/"
+                         f"test with every class in each part ({error})") from None
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std[std == 0] = 1.0

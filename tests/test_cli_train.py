@@ -50,3 +50,11 @@ def test_train_shows_a_progress_bar(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pybn", "train", "--epochs", "2", "--hidden", "8"],
                          capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "epochs" in out.stderr and "val_accuracy" in out.stderr
+
+
+def test_train_out_of_memory_is_one_line(capsys):
+    # 10**10 hidden units ask for terabytes: numpy refuses at once, and the
+    # user reads what happened, not a traceback
+    assert main(["train", "--no-progress", "--hidden", str(10**10), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pybn train: error: out of memory (Unable to allocate") and err.count("\n") == 1

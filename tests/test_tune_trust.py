@@ -150,9 +150,11 @@ def test_an_interrupted_round_grows_in_place(tmp_path):
 @pytest.mark.parametrize("make,message", [
     (None, "does not exist"),
     (dict(X=np.ones(5), y=np.zeros(5, int)), "X must be a 2-D numeric array"),
+    (dict(X=np.ones((6, 0)), y=np.arange(6) % 2), "with at least one feature, got shape (6, 0)"),
     (dict(X=np.ones((5, 2)), y=np.zeros(5)), "y must be integer labels"),
     (dict(X=np.ones((5, 2)), y=np.zeros(4, int)), "y must be integer labels of shape (5,)"),
     (dict(X=np.ones((5, 2)), y=np.zeros(5, int)), "at least 2 are needed"),
+    (dict(X=np.ones((6, 2)), y=np.arange(6) % 2), "6 examples of 2 classes are too few to split"),
     (dict(X=np.full((6, 2), np.nan), y=np.arange(6) % 2), "NaN or inf"),
     (dict(X=np.ones((6, 2))), "lacks arrays ['y']"),
 ])

@@ -28,6 +28,10 @@ def main(argv=None):
         return args.func(args)
     except UsageError as exc:
         return report(f"pybn {args.command}", exc)
+    except MemoryError as exc:  # a width or batch too large for this machine: say so, no traceback
+        print(f"pybn {args.command}: error: out of memory ({exc or 'MemoryError'}); "
+              f"smaller layers or batches need less", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # train and tune say more: where to resume
         print(f"\npybn {args.command}: interrupted", file=sys.stderr)
         return 130
