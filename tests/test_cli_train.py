@@ -58,3 +58,19 @@ def test_train_out_of_memory_is_one_line(capsys):
     assert main(["train", "--no-progress", "--hidden", str(10**10), "--epochs", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pybn train: error: out of memory (Unable to allocate") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("n_features,n_classes,message", [
+    (5, 3, "the checkpoint's model reads 64 features, the data has 5"),
+    (64, 12, "the checkpoint's model has 10 output classes (labels 0..9), the data's labels go up to 11"),
+])
+def test_resume_on_data_the_model_cannot_read(n_features, n_classes, message, tmp_path, capsys):
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--checkpoint", str(tmp_path / "ck"),
+                 "--no-progress"]) == 0
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.standard_normal((120, n_features)), y=np.arange(120) % n_classes)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "ck" / "last.npz"), "--data", str(tmp_path / "d.npz"),
+                 "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"pybn train: error: --data: {message}\n"

@@ -111,6 +111,11 @@ def run(args):
             return checks.report(PROG, UsageError(
                 f"--data: the checkpoint's model reads {model.config.get('n_features')} features, "
                 f"the data has {X.shape[1]}"))
+        n_classes = model.config.get("n_classes") if model.config else None
+        if n_classes is not None and y.max() >= n_classes:
+            return checks.report(PROG, UsageError(
+                f"--data: the checkpoint's model has {n_classes} output classes (labels 0..{n_classes - 1}), "
+                f"the data's labels go up to {y.max()}"))
         ignored = [name for name, default in _FIXED_ON_RESUME.items() if getattr(args, name) is not None]
         for name in ignored:
             print(f"{PROG}: warning: --{name.replace('_', '-')} is ignored with --resume: the model and "
