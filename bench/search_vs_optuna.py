@@ -5,18 +5,21 @@
     python bench/search_vs_optuna.py --seeds 3 --task synthetic
 
 For each study seed: the search `pybn tune` runs by default, built from its
-parsed defaults (random round, then coarse-to-fine rounds: 90 trials, 30
-random then rounds of 8, 12, 16 and 24, its sampler and its percentile
-pruner) and Optuna's TPE (multivariate) with a MedianPruner, 90
-trials, both on 2 workers with one kernel thread each, both maximizing
-MLPObjective (the best validation accuracy over 20 epochs) over
-default_space() on each parameter's own scale.
+parsed defaults (a random round, then coarse-to-fine rounds: 180 trials,
+60 random then rounds of 14, 22, 34 and 50, its sampler and its
+successive-halving pruner) and Optuna's TPE (multivariate) with a
+MedianPruner, 90 trials (the baseline pybn's search was first measured
+against; --optuna-trials and --optuna-halving add TPE rows with other
+budgets or Optuna's SuccessiveHalvingPruner), all on 2 workers with one
+kernel thread each, all maximizing MLPObjective (the best validation
+accuracy over 20 epochs) over default_space() on each parameter's own scale.
 Printed per search: best validation accuracy (mean +- sd over seeds), the
 test accuracy of the chosen configuration retrained with 3 fresh seeds
 (mean), the wall time (mean), in how many seeds each coarse-to-fine
-round raised the best score of the rounds before it, and the first row
-minus the last, paired by seed, with its standard error (the seeds share
-nothing else, so the seed-to-seed spread of the difference measures the
+round raised the best score of the rounds before it (for TPE: its trials
+cut where pybn's rounds would end for its budget), and each row minus the
+last, paired by seed, with its standard error (the seeds share nothing
+else, so the seed-to-seed spread of the difference measures the
 noise). Nothing here asserts a result.
 """
 import argparse
@@ -111,11 +114,17 @@ def _segment_gains(study, counts):
     return _gains(groups)
 
 
-def run_optuna(objective, space, seed, workers):
+def run_optuna(objective, space, seed, workers, n_trials=90, pruner="median"):
+    """Optuna's TPE (multivariate) with its MedianPruner, or its
+    SuccessiveHalvingPruner with pybn's reduction factor 3."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=optuna.pruners.MedianPruner())
+    # Optuna judges at steps >= min_resource * 3**rung, steps counting epochs from 0: rungs after
+    # epochs 3, 7, 19 (pybn's: 2, 6, 18; no integer min_resource gives Optuna those)
+    rule = (optuna.pruners.MedianPruner() if pruner == "median" else
+            optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3))
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=rule)
 
     def wrapped(trial):
         params = _optuna_params(trial, space)
@@ -123,10 +132,10 @@ def run_optuna(objective, space, seed, workers):
         return objective(params, _OptunaTrial(trial, training_seed))
 
     start = time.perf_counter()
-    study.optimize(wrapped, n_trials=90, n_jobs=workers)  # threads: the kernels release the GIL
+    study.optimize(wrapped, n_trials=n_trials, n_jobs=workers)  # threads: the kernels release the GIL
     best = study.best_trial
     wall = time.perf_counter() - start
-    gains = _segment_gains(study, tune_defaults()["trials_per_round"])
+    gains = _segment_gains(study, tune_defaults("--n-trials", str(n_trials))["trials_per_round"])
     return best.value, _optuna_params(optuna.trial.FixedTrial(best.params), space), wall, gains
 
 
@@ -162,7 +171,7 @@ def run_task(task, seeds, workers, rows, first_seed=0):
                   f"{wall:.1f} s" + (f", rounds raised the best: {gains}" if gains else ""),
                   file=sys.stderr, flush=True)
     from pybn.bench import cpu_model
-    print(f"\ntask {task}, seeds {first_seed}-{first_seed + seeds - 1}, 90 trials, {workers} workers x 1 thread, "
+    print(f"\ntask {task}, seeds {first_seed}-{first_seed + seeds - 1}, {workers} workers x 1 thread, "
           f"20 epochs, {cpu_model()}")
     print("| search | best val (mean +- sd) | test of the chosen config, 3 fresh seeds | wall s (mean) |")
     print("|---|---|---|---|")
@@ -172,11 +181,13 @@ def run_task(task, seeds, workers, rows, first_seed=0):
         print(f"| {name} | {statistics.mean(best):.4f} +- {sd:.4f} | {statistics.mean(v[1] for v in values):.4f} | "
               f"{statistics.mean(v[2] for v in values):.1f} |")
     names = list(results)
-    first, last = results[names[0]], results[names[-1]]
-    wins = sum(a[0] >= b[0] for a, b in zip(first, last))
-    print(f"{names[0]}: best validation score >= {names[-1]}'s in {wins} of {seeds} seeds")
-    for what, i in (("best validation", 0), ("test of the chosen config", 1)):
-        print(f"{names[0]} - {names[-1]}, {what} (paired by seed): {_paired(first, last, i)}")
+    last = results[names[-1]]
+    for name in names[:-1]:  # each row against the last (Optuna's, unless --pybn-only)
+        first = results[name]
+        wins = sum(a[0] >= b[0] for a, b in zip(first, last))
+        print(f"{name}: best validation score >= {names[-1]}'s in {wins} of {seeds} seeds")
+        for what, i in (("best validation", 0), ("test of the chosen config", 1)):
+            print(f"{name} - {names[-1]}, {what} (paired by seed): {_paired(first, last, i)}")
     for name, values in results.items():
         gains = [v[3] for v in values if v[3]]
         if gains:
@@ -208,14 +219,29 @@ def main(argv=None):
                         help="study seeds first..first+seeds-1 (try variants on other seeds than you report)")
     parser.add_argument("--pybn-only", action="store_true", help="skip Optuna (to try pybn variants)")
     parser.add_argument("--no-prune-row", action="store_true", help="also run pybn tune --pruner none")
+    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
+                        help="also run pybn tune with these flags, e.g. --variant '--pruner halving' "
+                             "(repeatable)")
+    parser.add_argument("--optuna-trials", type=int, action="append", default=[], metavar="N",
+                        help="also run Optuna's TPE + MedianPruner with N trials (repeatable)")
+    parser.add_argument("--optuna-halving", type=int, action="append", default=[], metavar="N",
+                        help="also run Optuna's TPE + SuccessiveHalvingPruner with N trials (repeatable)")
     args = parser.parse_args(argv)
     import pybn
     pybn.set_num_threads(1)
-    rows = {"pybn tune (default)": run_pybn}
+    rows = {f"pybn tune (default, {sum(tune_defaults()['trials_per_round'])} trials)": run_pybn}
     if args.no_prune_row:
         rows["pybn tune --pruner none"] = lambda *a: run_pybn(*a, flags=("--pruner", "none"))
+    for flags in args.variant:
+        rows[f"pybn tune {flags}"] = lambda *a, flags=tuple(flags.split()): run_pybn(*a, flags=flags)
     if not args.pybn_only:
-        rows["Optuna TPE (multivariate) + MedianPruner"] = run_optuna
+        for n_trials in args.optuna_trials:  # before the baseline: every row is compared with the last
+            rows[f"Optuna TPE (multivariate) + MedianPruner, {n_trials} trials"] = \
+                lambda *a, n=n_trials: run_optuna(*a, n_trials=n)
+        for n_trials in args.optuna_halving:
+            rows[f"Optuna TPE (multivariate) + SuccessiveHalvingPruner, {n_trials} trials"] = \
+                lambda *a, n=n_trials: run_optuna(*a, n_trials=n, pruner="halving")
+        rows["Optuna TPE (multivariate) + MedianPruner, 90 trials"] = run_optuna
     for task in (["digits", "synthetic"] if args.task == "both" else [args.task]):
         run_task(task, args.seeds, args.workers, rows, args.first_seed)
 

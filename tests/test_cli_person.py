@@ -161,7 +161,7 @@ def test_help_shows_the_defaults(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert "(default: 20)" in text or "(default: 30)" in text
-        assert "(default: 64)" in text or "(default: 90)" in text
+        assert "(default: 64)" in text or "(default: 180)" in text
 
 
 # ---- pybn train -----------------------------------------------------------------------

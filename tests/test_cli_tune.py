@@ -1,6 +1,8 @@
 """`pybn tune` end to end: the table, the plot, resume on the same storage,
 and a real SIGKILL of a running tune that loses and repeats nothing."""
+import json
 import os
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -56,8 +58,16 @@ def test_split_budget():
     (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
     (["--prune-percentile", "120"], "--prune-percentile: expected a number in [0, 100], got 120"),
-    (["--prune-warmup", "-1"], "--prune-warmup: expected an integer >= 0, got -1"),
+    (["--pruner", "percentile", "--prune-warmup", "-1"], "--prune-warmup: expected an integer >= 0, got -1"),
     (["--pruner", "median"], "argument --pruner: invalid choice: 'median'"),
+    (["--prune-warmup", "0"], "--prune-warmup: expected an integer >= 1, got 0"),
+    (["--pruner", "halving", "--reduction-factor", "1"], "--reduction-factor: expected an integer >= 2, got 1"),
+    (["--pruner", "halving", "--prune-percentile", "50"],
+     "--prune-percentile goes with --pruner percentile, not --pruner halving"),
+    (["--pruner", "percentile", "--reduction-factor", "4"],
+     "--reduction-factor goes with --pruner halving, not --pruner percentile"),
+    (["--pruner", "none", "--prune-warmup", "3"],
+     "--prune-warmup goes with --pruner percentile or halving, not --pruner none"),
 ])
 def test_tune_bad_arguments(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -77,10 +87,47 @@ def test_tune_pruner_flags_define_the_study(tmp_path, capsys):
     with sqlite3.connect(storage) as db:
         assert db.execute("SELECT COUNT(*) FROM trials WHERE state = 'pruned'").fetchone() == (0,)
     # another pruner on the same study is refused before any trial, naming it
-    assert main(argv + ["--prune-percentile", "50"]) == 2
+    assert main(argv + ["--pruner", "percentile", "--prune-percentile", "50"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pybn tune: error: study") and "pruner" in err
     assert err.count("\n") == 1, err
+
+
+def test_tune_successive_halving(tmp_path, capsys):
+    storage = str(tmp_path / "s.sqlite")
+    argv = ["tune", "--storage", storage, "--n-trials", "36", "--rounds", "1", "--workers", "1",
+            "--epochs", "4", "--no-progress", "--prune-warmup", "1"]  # the default pruner: halving
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert ("stopped early by successive halving: after epochs 1, 3 only the best 1/3 of the trials that "
+            "reached the epoch went on") in out
+    with sqlite3.connect(storage) as db:
+        lengths = [len(json.loads(row[0])) for row in
+                   db.execute("SELECT intermediate FROM trials WHERE state = 'pruned'")]
+    assert len(lengths) >= 8 and set(lengths) <= {1, 3}  # cut at the rungs only
+    # the rung schedule defines the study: another factor is refused before any trial
+    assert main(argv + ["--reduction-factor", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pybn tune: error: study") and "pruner" in err and err.count("\n") == 1
+
+
+def test_a_study_of_another_pruner_says_how_to_resume_it(tmp_path, capsys):
+    """A study run with another pruner (as the default before successive
+    halving was) is refused with the flags that resume it; those flags, and
+    the summary's own `next:` command, do resume it."""
+    storage = str(tmp_path / "s.sqlite")
+    argv = ["tune", "--storage", storage, "--n-trials", "6", "--rounds", "2", "--workers", "1"] + QUICK
+    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    next_command = out.split("next: `")[1].split("`")[0]
+    assert "--pruner percentile --prune-warmup 1" in next_command
+    assert main(shlex.split(next_command)[1:] + ["--no-progress"]) == 0
+    assert "0 run now" in capsys.readouterr().out
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "to resume it, pass --pruner percentile --prune-warmup 1;" in err and err.count("\n") == 1
+    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "1"]) == 0
+    assert "0 run now" in capsys.readouterr().out
 
 
 def _finished(storage):

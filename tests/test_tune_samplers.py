@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pybn.tune import (CoarseToFineSampler, Choice, IntUniform, LogUniform, MedianPruner, NopPruner,
-                       PercentilePruner, RandomSampler, Study, Uniform)
+                       PercentilePruner, RandomSampler, Study, SuccessiveHalvingPruner, Uniform)
 from pybn.tune.samplers import sample_trial, sampler_from_json
 from pybn.tune.pruners import pruner_from_json
 from pybn.tune.study import Trial
@@ -154,8 +154,10 @@ def test_choices_are_checked_by_name():
 
 
 def test_pruners_and_samplers_round_trip_through_json():
-    for pruner in (MedianPruner(warmup_steps=4, min_trials=2, lag=3), PercentilePruner(25.0), NopPruner()):
+    for pruner in (MedianPruner(warmup_steps=4, min_trials=2, lag=3), PercentilePruner(25.0), NopPruner(),
+                   SuccessiveHalvingPruner(), SuccessiveHalvingPruner(1, 4, min_trials=2, lag=0)):
         assert pruner_from_json(pruner.to_json()) == pruner
+    assert SuccessiveHalvingPruner() != PercentilePruner() and SuccessiveHalvingPruner(2, 3) != SuccessiveHalvingPruner(2, 4)
     for sampler in (CoarseToFineSampler(top_k=3, top_fraction=0.3, margin=0.5),
                     CoarseToFineSampler(explore_fraction=0.1), CoarseToFineSampler(choice_neighbours=0),
                     CoarseToFineSampler(choice_neighbours=2), RandomSampler()):
@@ -171,3 +173,40 @@ def test_a_percentile_pruner_cuts_only_below_its_percentile():
     assert quarter.should_prune(1, 7.0, curves, maximize=False)         # minimizing: above the 75th (6.75)
     assert not quarter.should_prune(1, 6.7, curves, maximize=False)
     assert not quarter.should_prune(1, -1.0, curves[:4], maximize=True)  # fewer than min_trials
+
+
+def test_successive_halving_judges_at_its_rungs_only():
+    halving = SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+    assert [step + 1 for step in range(60) if halving.is_rung(step)] == [2, 6, 18, 54]
+    assert [step + 1 for step in range(20) if SuccessiveHalvingPruner(1, 2).is_rung(step)] == [1, 2, 4, 8, 16]
+    curves = [[float(v)] * 6 for v in range(8)]  # scores 0..7 at every step
+    assert not halving.should_prune(0, -1.0, curves, maximize=True)  # before the first rung
+    assert not halving.should_prune(2, -1.0, curves, maximize=True)  # between rungs
+
+
+def test_successive_halving_keeps_the_best_third_its_own_score_included():
+    halving = SuccessiveHalvingPruner(min_resource=2, reduction_factor=3, min_trials=5)
+    curves = [[0.0, float(v)] for v in range(8)]  # at the rung: 0..7
+    # with its own score, 9 scores: the best 3 go on (7, 6 and the candidate's if >= 5)
+    assert not halving.should_prune(1, 5.0, curves, maximize=True)
+    assert halving.should_prune(1, 4.9, curves, maximize=True)
+    assert not halving.should_prune(1, 2.0, curves, maximize=False)  # minimizing: 0, 1, 2 go on
+    assert halving.should_prune(1, 2.1, curves, maximize=False)
+    assert not halving.should_prune(1, -9.0, curves[:4], maximize=True)  # fewer than min_trials: all go on
+    assert not halving.should_prune(1, float("nan"), curves, maximize=True)  # the objective's to fail
+    # curves that stop before the rung (pruned at an earlier one) do not count at it
+    short = curves + [[9.0]] * 20
+    assert halving.should_prune(1, 4.9, short, maximize=True)
+    # a few scores: the best always goes on
+    few = SuccessiveHalvingPruner(min_resource=2, reduction_factor=3, min_trials=1)
+    assert not few.should_prune(1, 8.0, curves[:1], maximize=True) and few.should_prune(1, -1.0, curves[:1], True)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(min_resource=0), "min_resource: expected an int >= 1, got 0"),
+    (dict(reduction_factor=1), "reduction_factor: expected an int >= 2, got 1"),
+    (dict(reduction_factor=2.5), "reduction_factor: expected an int >= 2, got 2.5"),
+    (dict(min_trials=0), "min_trials"), (dict(lag=-1), "lag")])
+def test_successive_halving_refuses_bad_settings(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SuccessiveHalvingPruner(**bad)

@@ -135,9 +135,10 @@ def slow_starter(params, trial):
     return x
 
 
-def _replayed_states(trials, pruner):
+def _replayed_states(trials, pruner, judged_against=("complete",)):
     """What the pruner's rule says of each trial, worked out afresh: trial k
-    against the complete trials numbered below k - lag, step by step."""
+    against the trials numbered below k - lag (complete ones, or those in
+    the states given), step by step."""
     expected, curves = {}, {}
     for t in sorted(trials, key=lambda t: t.number):
         x, curve, state = t.params["x"], [], "complete"
@@ -148,7 +149,7 @@ def _replayed_states(trials, pruner):
                 state = "pruned"
                 break
         expected[t.number] = (state, len(curve))
-        if state == "complete":
+        if state in judged_against:
             curves[t.number] = curve
     return expected
 
@@ -165,6 +166,31 @@ def test_the_pruner_judges_each_trial_against_the_complete_trials_numbered_below
     for t in trials:
         if t.state == "pruned":
             assert t.value == t.intermediate[-1] and len(t.intermediate) >= 3  # never in the warm-up
+
+
+@pytest.mark.parametrize("lag", [0, 3])
+def test_successive_halving_judges_each_trial_against_complete_and_pruned_trials_below_it(lag):
+    from pybn.tune import SuccessiveHalvingPruner
+    pruner = SuccessiveHalvingPruner(min_resource=1, reduction_factor=2, min_trials=3, lag=lag)
+    study = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, rounds=2, trials_per_round=12,
+                                   top_k=3, seed=0, pruner=pruner)
+    trials = study.trials
+    states = {t.number: (t.state, len(t.intermediate)) for t in trials}
+    assert states == _replayed_states(trials, pruner, judged_against=("complete", "pruned"))
+    # judged against complete trials alone, the rule would have cut others: the pruned ones count
+    assert states != _replayed_states(trials, pruner)
+    assert {length for state, length in states.values() if state == "pruned"} <= {1, 2, 4}  # at rungs only
+    assert sum(state == "pruned" for state, _ in states.values()) >= 8
+
+
+def test_successive_halving_is_the_same_with_one_worker_or_two():
+    from pybn.tune import SuccessiveHalvingPruner
+    kwargs = dict(rounds=2, trials_per_round=12, top_k=3, seed=4,
+                  pruner=SuccessiveHalvingPruner(min_resource=1, reduction_factor=2, min_trials=3, lag=2))
+    one = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, **kwargs).trials
+    two = Study().coarse_to_fine(slow_starter, {"x": Uniform(0, 1)}, n_workers=2, **kwargs).trials
+    assert [(t.params, t.state, t.intermediate) for t in one] == [(t.params, t.state, t.intermediate) for t in two]
+    assert any(t.state == "pruned" for t in one)
 
 
 def test_pruning_is_the_same_with_one_worker_or_two():

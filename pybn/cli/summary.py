@@ -26,11 +26,21 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
     if counts["pruned"]:
         from .tune import pruner
         rule = pruner(args)
-        threshold = "median" if rule.percentile == 50 else f"{rule.percentile:g}th percentile"
-        print(f"pruned: {counts['pruned']} trials were stopped early, at the first epoch after the first "
-              f"{rule.warmup_steps} where their validation accuracy fell below the {threshold} of the "
-              f"complete trials' at that epoch (those numbered at least {rule.lag} below theirs); "
-              f"their score is the last one reached")
+        if hasattr(rule, "reduction_factor"):
+            rungs, epoch = [], rule.min_resource
+            while epoch <= args.epochs:
+                rungs.append(str(epoch))
+                epoch *= rule.reduction_factor
+            print(f"pruned: {counts['pruned']} trials were stopped early by successive halving: after epochs "
+                  f"{', '.join(rungs) or '(none)'} only the best 1/{rule.reduction_factor} of the trials that "
+                  f"reached the epoch went on (those numbered at least {rule.lag} below theirs, and its own); "
+                  f"their score is the last one reached")
+        else:
+            threshold = "median" if rule.percentile == 50 else f"{rule.percentile:g}th percentile"
+            print(f"pruned: {counts['pruned']} trials were stopped early, at the first epoch after the first "
+                  f"{rule.warmup_steps} where their validation accuracy fell below the {threshold} of the "
+                  f"complete trials' at that epoch (those numbered at least {rule.lag} below theirs); "
+                  f"their score is the last one reached")
     failed = [t for t in trials if t.state == "failed"]
     if failed:
         first = failed[0]
@@ -71,7 +81,8 @@ def _same_command(args):
     from .tune import FLAG_SETTINGS, add_parser, flag
     tune_parser = add_parser(argparse.ArgumentParser().add_subparsers())
     parts = ["pybn tune"]
-    for name in ("storage", "study", *FLAG_SETTINGS, "n_trials"):
+    pruner_options = ("pruner", "prune_percentile", "prune_warmup", "reduction_factor")
+    for name in ("storage", "study", *FLAG_SETTINGS, *pruner_options, "n_trials"):
         value = getattr(args, name)
         if value != tune_parser.get_default(name):
             parts.append(f"{flag(name)} {shlex.quote(str(value))}")

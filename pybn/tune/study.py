@@ -8,7 +8,7 @@ changed: an old study is never shown as if it were the new one.
 
 Reproducibility: trial k of a round draws its parameters and its training
 seed from numpy.random.default_rng([round seed, k]) and the round's plan
-(samplers.py); a pruner judges trial k only against complete trials whose
+(samplers.py); a pruner judges trial k only against finished trials whose
 numbers are fixed by k (pruners.py). So the same study gives the same
 trials, pruned at the same epochs, whatever the number of workers. Plans
 are stored, so a resumed study samples exactly where the interrupted one
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .execution import StudyInterrupted, TrialContext, TrialDiverged, TrialPruned, Workers, execute
-from .pruners import NopPruner, PercentilePruner, check_pruner
+from .pruners import NopPruner, SuccessiveHalvingPruner, check_pruner
 from .samplers import check_sampler, sample_trial
 from .spaces import check_space, space_from_json, space_to_json
 from .storage import SQLiteStorage
@@ -238,7 +238,7 @@ class Study:
 
     # ---- search --------------------------------------------------------------------
 
-    def optimize(self, objective, space, n_trials, *, pruner=PercentilePruner(), n_workers=1, executor=None,
+    def optimize(self, objective, space, n_trials, *, pruner=SuccessiveHalvingPruner(), n_workers=1, executor=None,
                  seed=None, progress=False, retry_failed=False, in_process=None, timeout=None,
                  max_tasks_per_child=None):
         """Random search: bring this study's random-search round to n_trials
@@ -268,7 +268,7 @@ class Study:
         return self
 
     def coarse_to_fine(self, objective, space, *, rounds, trials_per_round, top_k=None, sampler=None,
-                       pruner=PercentilePruner(), seed=None, n_workers=1, executor=None, progress=False,
+                       pruner=SuccessiveHalvingPruner(), seed=None, n_workers=1, executor=None, progress=False,
                        retry_failed=False, in_process=None, timeout=None, max_tasks_per_child=None):
         """Round 0 samples the whole space; each later round samples, more
         densely, where the good trials so far are (sampler: by default a
@@ -277,9 +277,9 @@ class Study:
         or one per round (see the module docstring for a study that grows).
 
         pruner: stops hopeless trials early (None: never); by default a
-        pruners.PercentilePruner (after 4 steps, below the 25th percentile of
-        the complete trials at that step), the same trials pruned however
-        many workers run them. executor: a concurrent.futures.Executor or a
+        pruners.SuccessiveHalvingPruner (after 2, 6, 18... steps only the
+        best third of the trials that reached the step go on), the same
+        trials pruned however many workers run them. executor: a concurrent.futures.Executor or a
         Dask distributed Client (None: a local process pool, started once
         for the whole study, or this process for n_workers=1).
         retry_failed: run failed trials again. in_process=False runs even a
@@ -380,9 +380,10 @@ class Study:
             else:
                 params, trial_seed = sample_trial(plan, plan["seed"], number)
             jobs.append((number, params, trial_seed))
-        curves = {t.number: t.intermediate for t in existing.values() if t.state == "complete"}
+        judged_against = pruner.reference_states  # complete trials; successive halving also reads pruned ones
+        curves = {t.number: t.intermediate for t in existing.values() if t.state in judged_against}
         if "pruner" in plan:
-            def reference(limit):  # the complete trials numbered below limit (pruners.py)
+            def reference(limit):  # the trials numbered below limit (pruners.py)
                 return [curve for number, curve in curves.items() if number < limit]
         else:  # a study begun before pruners.py: earlier rounds only, as it was run
             reference = [t.intermediate for t in existing.values() if t.round < round_ and t.state == "complete"]
@@ -402,7 +403,7 @@ class Study:
                 if state == "lost":  # stays "running": a resumed study runs it again
                     continue
                 self.storage.finish_trial(self.name, number, state, value, error, intermediate)
-                if state == "complete":
+                if state in judged_against:
                     curves[number] = intermediate
                 if state == "complete" and (best is None or (value > best if self.maximize else value < best)):
                     best = value
