@@ -423,12 +423,21 @@ def test_learning_curves_take_plain_lists_of_epoch_logs_and_refuse_the_rest(tmp_
             plot.plot_learning_curves(bad, tmp_path / "d.png")
 
 
+def _ctrl_c_as_in_a_terminal():
+    """SIGINT handled as a terminal's Ctrl-C reaches the command: a suite run
+    as a background job (`.ci/run &`) inherits SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler, so the signal did nothing."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("checkpoint", [True, False], ids=["checkpointed", "unsaved"])
 def test_ctrl_c_in_train_says_where_the_run_is_without_a_traceback(checkpoint, tmp_path):
     import signal
     argv = [sys.executable, "-m", "pybn", "train", "--epochs", "100000", "--hidden", "8", "--no-progress"]
     argv += ["--checkpoint", "ck"] if checkpoint else []
-    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (tmp_path / "ck" / "last.npz").exists():
@@ -451,7 +460,8 @@ def test_ctrl_c_in_train_says_where_the_run_is_without_a_traceback(checkpoint, t
 def test_ctrl_c_in_bench_is_one_line(tmp_path):
     import signal
     proc = subprocess.Popen([sys.executable, "-m", "pybn", "bench", "--full", "--no-torch", "--no-progress"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         time.sleep(8)  # well past the imports, into the timings
         proc.send_signal(signal.SIGINT)
