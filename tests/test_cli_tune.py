@@ -68,6 +68,10 @@ def test_split_budget():
      "--reduction-factor goes with --pruner halving, not --pruner percentile"),
     (["--pruner", "none", "--prune-warmup", "3"],
      "--prune-warmup goes with --pruner percentile or halving, not --pruner none"),
+    (["--epochs", "3", "--prune-warmup", "3"],  # would have run without pruning, silently
+     "--prune-warmup: 3 leaves no epoch before the last of --epochs 3 at which to prune (expected fewer than 3;"),
+    (["--epochs", "3", "--pruner", "percentile", "--prune-warmup", "2"],  # judged after epoch 3, the last
+     "--prune-warmup: 2 leaves no epoch before the last of --epochs 3 at which to prune (expected fewer than 2;"),
 ])
 def test_tune_bad_arguments(argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -117,16 +121,16 @@ def test_a_study_of_another_pruner_says_how_to_resume_it(tmp_path, capsys):
     the summary's own `next:` command, do resume it."""
     storage = str(tmp_path / "s.sqlite")
     argv = ["tune", "--storage", storage, "--n-trials", "6", "--rounds", "2", "--workers", "1"] + QUICK
-    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "1"]) == 0
+    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "0"]) == 0
     out = capsys.readouterr().out
     next_command = out.split("next: `")[1].split("`")[0]
-    assert "--pruner percentile --prune-warmup 1" in next_command
+    assert "--pruner percentile --prune-warmup 0" in next_command
     assert main(shlex.split(next_command)[1:] + ["--no-progress"]) == 0
     assert "0 run now" in capsys.readouterr().out
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "to resume it, pass --pruner percentile --prune-warmup 1;" in err and err.count("\n") == 1
-    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "1"]) == 0
+    assert "to resume it, pass --pruner percentile --prune-warmup 0;" in err and err.count("\n") == 1
+    assert main(argv + ["--pruner", "percentile", "--prune-warmup", "0"]) == 0
     assert "0 run now" in capsys.readouterr().out
 
 

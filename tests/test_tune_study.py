@@ -209,6 +209,18 @@ def test_no_pruner_runs_every_trial_to_its_end():
     assert all(t.state == "complete" and len(t.intermediate) == 6 for t in study.trials)
 
 
+def test_mlp_objective_is_never_pruned_at_its_last_epoch():
+    """A verdict at the last epoch (here the only one past the warm-up)
+    would mark fully trained trials pruned, their last score in place of
+    their best: they complete."""
+    from pybn.tune import PercentilePruner
+    from pybn.tune.objective import default_space
+    study = Study().optimize(MLPObjective(epochs=3), default_space(), 30, seed=0,
+                             pruner=PercentilePruner(50, warmup_steps=2, min_trials=3, lag=0))
+    assert [t.state for t in study.trials] == ["complete"] * 30
+    assert all(len(t.intermediate) == 3 and t.value == max(t.intermediate) for t in study.trials)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="direction"):
         Study(direction="up")

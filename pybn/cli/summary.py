@@ -28,11 +28,11 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
         rule = pruner(args)
         if hasattr(rule, "reduction_factor"):
             rungs, epoch = [], rule.min_resource
-            while epoch <= args.epochs:
+            while epoch < args.epochs:  # never at the last epoch (objective.py)
                 rungs.append(str(epoch))
                 epoch *= rule.reduction_factor
-            print(f"pruned: {counts['pruned']} trials were stopped early by successive halving: after epochs "
-                  f"{', '.join(rungs) or '(none)'} only the best 1/{rule.reduction_factor} of the trials that "
+            print(f"pruned: {counts['pruned']} trials were stopped early by successive halving: after "
+                  f"epoch{'s' if len(rungs) > 1 else ''} {', '.join(rungs)} only the best 1/{rule.reduction_factor} of the trials that "
                   f"reached the epoch went on (those numbered at least {rule.lag} below theirs, and its own); "
                   f"their score is the last one reached")
         else:

@@ -108,6 +108,13 @@ def _check(args):
         if getattr(args, option) is not None and args.pruner not in pruners:
             raise UsageError(f"{flag(option)} goes with --pruner {' or '.join(pruners)}, "
                              f"not --pruner {args.pruner}")
+    # a trial is never pruned at its last epoch (objective.py): the first epoch that may prune it must come before
+    first_judged = None if args.prune_warmup is None else args.prune_warmup + (args.pruner == "percentile")
+    if first_judged is not None and first_judged >= args.epochs:
+        limit = args.epochs - (args.pruner == "percentile")
+        raise UsageError(f"--prune-warmup: {args.prune_warmup} leaves no epoch before the last of --epochs "
+                         f"{args.epochs} at which to prune (expected fewer than {limit}; --pruner none runs "
+                         f"every trial to the end)")
     if args.retest < 0:
         raise UsageError(f"--retest: expected an integer >= 0, got {args.retest}")
     checks.seed("--seed", args.seed)

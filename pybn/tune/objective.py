@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _threads, datasets, optim
 from .. import train as T
-from .execution import TrialDiverged
+from .execution import TrialDiverged, TrialPruned
 from .spaces import Choice, IntUniform, LogUniform, OneMinusLogUniform
 
 __all__ = ["MLPObjective", "default_space", "learning_rate_space"]
@@ -66,7 +66,7 @@ class MLPObjective:
         self.fixed = dict(fixed or {})  # parameters held fixed, under the sampled ones
 
     def __call__(self, params, trial):
-        reporter = _Reporter(trial)
+        reporter = _Reporter(trial, self.epochs)
         previous = _threads.requested_threads()
         _threads.set_num_threads(getattr(trial, "threads", None) or previous)  # this worker's share
         try:
@@ -120,10 +120,20 @@ def data_fingerprint(path):
 
 
 class _Reporter:
-    def __init__(self, trial):
-        self.trial, self.scores = trial, []
+    """Reports each epoch's validation accuracy to the trial. A pruner's
+    verdict at the last epoch is not followed: the trial has run its whole
+    budget, so it is complete (a rung or a percentile at that epoch would
+    otherwise mark a fully trained trial pruned, its last score in place of
+    its best)."""
+
+    def __init__(self, trial, epochs):
+        self.trial, self.epochs, self.scores = trial, epochs, []
 
     def on_epoch_end(self, epoch, logs, model, optimizer):
         self.scores.append(logs["val_accuracy"])
-        self.trial.report(epoch, logs["val_accuracy"])
+        try:
+            self.trial.report(epoch, logs["val_accuracy"])
+        except TrialPruned:
+            if epoch + 1 < self.epochs:
+                raise
         return False
