@@ -16,8 +16,9 @@
  * channel_affine(). */
 #define BN_T_SHIFT_BOUND 16.0
 
-/* The per-channel reductions channel_sums() can form. */
-enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2, BN_SHIFTED = 3 };
+/* The per-channel reductions channel_sums() can form (BN_SHIFTED_T:
+ * BN_SHIFTED with the rows layout's sweeps in float, float32 only). */
+enum { BN_SUM = 0, BN_SQDEV = 1, BN_DY = 2, BN_SHIFTED = 3, BN_SHIFTED_T = 4 };
 
 static int bn_eps_ok(double eps) { return eps > 0.0 && isfinite(eps); }
 

@@ -193,7 +193,7 @@ PYBN_CLONES static void FN(rows_sqdev)(const T *restrict x, int64_t rows, int64_
 }
 
 PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows, int64_t w,
-                                              int64_t ld, const double *restrict k,
+                                              int64_t ld, const double *restrict k, int in_t,
                                               double *restrict s1, double *restrict s2)
 {
     /* eight rows per sweep: eight streams in flight for a core that is
@@ -202,10 +202,36 @@ PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows,
      * at 2, AMD EPYC, interleaved); short rows spaced (bn_sweep_step); a
      * block's rest four, then one, at a time */
     const int64_t sweeps = rows / 8, step = bn_sweep_step(sweeps, w * (int64_t)sizeof(T));
-    for (int64_t j = 0; j < sweeps; j++) {
-        const T *restrict x0 = x + (step == 1 ? 8 * j : j) * ld, *restrict x1 = x0 + step * ld;
-        const T *restrict x2 = x1 + step * ld, *restrict x3 = x2 + step * ld, *restrict x4 = x3 + step * ld;
-        const T *restrict x5 = x4 + step * ld, *restrict x6 = x5 + step * ld, *restrict x7 = x6 + step * ld;
+#define BN_SWEEP_ROWS                                                                                      \
+    const T *restrict x0 = x + (step == 1 ? 8 * j : j) * ld, *restrict x1 = x0 + step * ld;                \
+    const T *restrict x2 = x1 + step * ld, *restrict x3 = x2 + step * ld, *restrict x4 = x3 + step * ld;   \
+    const T *restrict x5 = x4 + step * ld, *restrict x6 = x5 + step * ld, *restrict x7 = x6 + step * ld;
+#if BN_FLOAT_BLOCKS
+    if (in_t) {
+        /* float32 on request (BN_SHIFTED_T): a sweep's eight d = x - k and
+         * d^2 (k a float) summed pairwise in float, then added in double: at
+         * most 4u of the sweep's sum |d| and 6u of its sum d^2, u = 2^-24
+         * (channel_stats_in_t says when that is kept); double halves the
+         * SIMD width of a pass that one core runs at half the bandwidth */
+        float kf[BN_COL_TILE];
+        for (int64_t c = 0; c < w; c++)
+            kf[c] = (float)k[c];
+        for (int64_t j = 0; j < sweeps; j++) {
+            BN_SWEEP_ROWS
+#pragma omp simd
+            for (int64_t c = 0; c < w; c++) {
+                const float kc = kf[c];
+                const float d0 = x0[c] - kc, d1 = x1[c] - kc, d2 = x2[c] - kc, d3 = x3[c] - kc;
+                const float d4 = x4[c] - kc, d5 = x5[c] - kc, d6 = x6[c] - kc, d7 = x7[c] - kc;
+                s1[c] += (double)(((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)));
+                s2[c] += (double)(((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) +
+                                  ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7)));
+            }
+        }
+    }
+#endif
+    for (int64_t j = 0; j < sweeps && !(BN_FLOAT_BLOCKS && in_t); j++) {
+        BN_SWEEP_ROWS
 #pragma omp simd
         for (int64_t c = 0; c < w; c++) {
             const double d0 = (double)x0[c] - k[c], d1 = (double)x1[c] - k[c];
@@ -216,6 +242,7 @@ PYBN_CLONES static void FN(rows_shifted_sums)(const T *restrict x, int64_t rows,
             s2[c] += ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7));
         }
     }
+#undef BN_SWEEP_ROWS
     int64_t r = 8 * sweeps;
     for (; r + 4 <= rows; r += 4) {
         const T *restrict x0 = x + r * ld, *restrict x1 = x0 + ld, *restrict x2 = x1 + ld;
@@ -369,7 +396,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
                                     const T *restrict dy, const double *restrict mean, int kind,
                                     double *restrict out1, double *restrict out2, int nt)
 {
-    const int n_out = kind == BN_DY || kind == BN_SHIFTED ? 2 : 1;
+    const int n_out = kind == BN_SUM || kind == BN_SQDEV ? 1 : 2;
     if (inner > 1) {
         const int64_t planes = outer * C;
         double *partial = (double *)malloc((size_t)(planes * n_out) * sizeof(double));
@@ -382,7 +409,7 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
                 partial[p] = FN(run_sum)(xp, inner);
             else if (kind == BN_SQDEV)
                 partial[p] = FN(run_sqdev)(xp, inner, mean[c]);
-            else if (kind == BN_SHIFTED)
+            else if (kind == BN_SHIFTED || kind == BN_SHIFTED_T)
                 FN(run_shifted_sums)(xp, inner, mean[c], &partial[p], &partial[planes + p]);
             else
                 FN(run_dy_sums)(dy + p * inner, xp, inner, mean[c], &partial[p], &partial[planes + p]);
@@ -406,8 +433,8 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
             FN(rows_sum)(x + at, rows, w, C, acc);
         else if (kind == BN_SQDEV)
             FN(rows_sqdev)(x + at, rows, w, C, mean + c0, acc);
-        else if (kind == BN_SHIFTED)
-            FN(rows_shifted_sums)(x + at, rows, w, C, mean + c0, acc, acc + stride);
+        else if (kind == BN_SHIFTED || kind == BN_SHIFTED_T)
+            FN(rows_shifted_sums)(x + at, rows, w, C, mean + c0, kind == BN_SHIFTED_T, acc, acc + stride);
         else
             FN(rows_dy_sums)(dy + at, x + at, rows, w, C, mean + c0, acc, acc + stride);
     });
@@ -718,6 +745,44 @@ static inline double FN(first_value)(const T *restrict x, int64_t c, int64_t inn
     return isfinite(first) ? first : 0.0;
 }
 
+/* The rows layout's float32 shift: each column's mean over the first row
+ * block, rounded to float (channel_stats_in_t keeps the sums it gives
+ * when that lies within a standard deviation of the column's mean, as a
+ * block's mean of independent rows nearly always does). */
+static void FN(first_block_means)(int64_t outer, int64_t C, const T *restrict x, double *restrict k)
+{
+    const int64_t rows = outer < PYBN_ROW_BLOCK ? outer : PYBN_ROW_BLOCK;
+    for (int64_t c = 0; c < C; c++)
+        k[c] = 0.0;
+    FN(rows_sum)(x, rows, C, C, k);
+    for (int64_t c = 0; c < C; c++)
+        k[c] = (double)(T)(k[c] / (double)rows);
+}
+
+/* Whether the float sweeps' sums (BN_SHIFTED_T) give every column's
+ * statistics well enough to keep: d = x - k and its square round once, a
+ * sweep's pairwise sums in float add at most 4u * sum|d| to s1 and 6u *
+ * sum d^2 to s2 (u = 2^-24), so n*var = s2 - s1^2/n errs by at most
+ * 14u * n * (var + delta^2), delta = mean - k, and the mean by
+ * 4u * sqrt(var + delta^2). Kept when delta^2 <= var: var within 28u =
+ * 1.7e-6 relative, the mean within 5.7u standard deviations (the double
+ * sums of the planes layout: n * 1.1e-16). Not kept, so summed again in
+ * double, for a shift more than a standard deviation off, sums that
+ * overflowed float or met inf/NaN, and a var + eps so small that float's
+ * underflow (2^-149 a term) would show. */
+static int FN(channel_stats_in_t)(int64_t C, int64_t n, double eps, const double *restrict k,
+                                  const double *restrict s1, const double *restrict s2)
+{
+    for (int64_t c = 0; c < C; c++) {
+        double mean, sq_dev;
+        FN(stats_from_sums)(k[c], s1[c], s2[c], n, &mean, &sq_dev);
+        const double delta = s1[c] / (double)n, var = sq_dev / (double)n;
+        if (!(isfinite(s1[c]) && isfinite(s2[c]) && delta * delta <= var && var + eps >= 0x1p-100))
+            return 0;
+    }
+    return 1;
+}
+
 /* Running averages of channel c, and its invstd, from its mean and var. */
 static inline double FN(update_running)(int64_t c, double mean, double var, int64_t n, double momentum,
                                         double eps, T *restrict running_mean, T *restrict running_var)
@@ -824,9 +889,18 @@ pybn_status FN(pybn_batchnorm_forward_train)(
     pybn_status st;
     if (BN_ONE_PASS_STATS) {
         double *k = alpha; /* free until affine_from_stats */
-        for (int64_t c = 0; c < C; c++)
-            k[c] = FN(first_value)(x, c, inner);
-        st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED, mean_d, var_d, nt);
+        st = PYBN_EINVAL; /* not yet summed */
+        if (BN_FLOAT_BLOCKS && inner == 1) {
+            FN(first_block_means)(outer, C, x, k);
+            st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED_T, mean_d, var_d, nt);
+            if (st == PYBN_OK && !FN(channel_stats_in_t)(C, n, eps, k, mean_d, var_d))
+                st = PYBN_EINVAL; /* summed again in double */
+        }
+        if (st == PYBN_EINVAL) {
+            for (int64_t c = 0; c < C; c++)
+                k[c] = FN(first_value)(x, c, inner);
+            st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED, mean_d, var_d, nt);
+        }
         for (int64_t c = 0; c < C && st == PYBN_OK; c++)
             FN(stats_from_sums)(k[c], mean_d[c], var_d[c], n, &mean_d[c], &var_d[c]);
     } else {

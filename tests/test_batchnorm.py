@@ -168,6 +168,47 @@ def test_float32_one_pass_statistics_survive_an_outlying_first_value(shape, axis
     assert_close(y, want.astype(np.float32), scale=np.abs(want).max())
 
 
+@pytest.mark.parametrize("mean", [0.0, 3.0, -1e4])
+@pytest.mark.parametrize("shape,axis", [((4096, 37), 1), ((8, 24, 24, 40), -1), ((1000, 1031), 1)])
+def test_float32_rows_statistics_stay_within_their_float_sweeps_bound(mean, shape, axis, rng, threads):
+    # The rows layout's float32 statistics sum eight rows at a time in float
+    # about each column's first-block mean, then in double: var within 28u
+    # and the mean within 5.7u standard deviations (docs/design.md).
+    u = 2.0 ** -24
+    x = (mean + rng.standard_normal(shape) * rng.uniform(0.1, 10, shape[axis])).astype(np.float32)
+    rv = np.ones(shape[axis], np.float32)
+    _, got_mean, invstd = pybn.batch_norm_forward(x, running_var=rv, momentum=1.0, eps=1e-30, axis=axis)
+    xd = np.moveaxis(x, axis, -1).reshape(-1, shape[axis]).astype(np.float64)
+    n, want_mean, want_var = len(xd), xd.mean(0), xd.var(0)
+    std = np.sqrt(want_var)
+    spacing = np.abs(np.spacing(np.float32(want_mean))).astype(np.float64)
+    assert np.all(np.abs(got_mean - want_mean) <= 5.7 * u * std + spacing)
+    got_var = 1 / invstd.astype(np.float64) ** 2  # invstd rounded to float: 2u more
+    assert np.all(np.abs(got_var - want_var) <= (28 + 2) * u * want_var)
+    assert np.all(np.abs(rv * (n - 1) / n - want_var) <= (28 + 2) * u * want_var)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_float32_rows_statistics_far_from_their_first_block_are_summed_in_double(axis, threads):
+    # The float sweeps' shift is a column's mean over its first 64 rows;
+    # their error grows with its distance from the column's mean, so beyond
+    # a standard deviation the sums are taken again in double. Here the
+    # first 64 rows sit ~32 deviations off and the rest repeat one value,
+    # so every float rounding errs the same way: float sweeps left invstd
+    # 1.9e-5 off (320u), the double sums keep it to its own rounding.
+    rows, channels, u = 65536, 4, 2.0 ** -24
+    x = np.full((rows, channels), 0.1, np.float32)
+    x[:64] = 1e4 + np.arange(64 * channels, dtype=np.float32).reshape(64, channels) / 256
+    if axis == -1:
+        x = x.reshape(16, 64, 64, channels)
+    xd = x.reshape(-1, channels).astype(np.float64)
+    y, mean, invstd = pybn.batch_norm_forward(x, eps=1e-30, axis=axis)
+    assert np.all(np.abs(mean - xd.mean(0)) <= np.spacing(np.float32(xd.mean(0))))
+    assert np.all(np.abs(invstd * xd.std(0) - 1) <= 2 * u)
+    want = (xd - xd.mean(0)) / xd.std(0)
+    assert_close(y.reshape(-1, channels), want.astype(np.float32), scale=np.abs(want).max())
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_training_dx_sums_to_zero_per_channel(dtype, rng):
     x, gamma, _ = make_case(rng, (32, 6, 4), 1, dtype)
