@@ -67,6 +67,52 @@ PYBN_CLONES static void FN(run_dy_sums_double)(const T *restrict dy, const T *re
     *s_dyxmu = b;
 }
 
+/* A short plane's sum(dy) and sum(dy * (x - m)) in T's arithmetic, in
+ * BN_SHORT_LANES lanes (element j in lane j % BN_SHORT_LANES) added
+ * pairwise at the end: the same bits on every SIMD level, and a short
+ * dependency chain (a loop's own lane reduction added its 16 lanes one
+ * after another, most of a 7x7 plane's time). Used by small_channel_backward
+ * and by channel_sums for float32 planes under a float block, so both
+ * schedules give the same bits. For planes under 256 elements a lane adds
+ * at most 15 terms, the tail as many, then 5 additions: float sums err by
+ * at most (2 + 14 + 5)u = 21u of the sum of the terms' magnitudes
+ * (u = 2^-24). */
+#define BN_SHORT_LANES 16
+typedef T FN(lanes16) __attribute__((vector_size(16 * sizeof(T))));
+typedef T FN(lanes8) __attribute__((vector_size(8 * sizeof(T))));
+typedef T FN(lanes4) __attribute__((vector_size(4 * sizeof(T))));
+typedef T FN(lanes2) __attribute__((vector_size(2 * sizeof(T))));
+static inline __attribute__((always_inline)) void FN(short_plane_dy_sums)(const T *restrict g,
+                                                                         const T *restrict v, int64_t inner,
+                                                                         T m, double *restrict s_dy,
+                                                                         double *restrict s_dyxmu)
+{
+    FN(lanes16) a = {0}, b = {0};
+    int64_t j = 0;
+    for (; j + BN_SHORT_LANES <= inner; j += BN_SHORT_LANES) {
+        FN(lanes16) gv, vv;
+        memcpy(&gv, g + j, sizeof gv);
+        memcpy(&vv, v + j, sizeof vv);
+        a += gv;
+        b += gv * (vv - m);
+    }
+    T ta = 0, tb = 0; /* the last inner % 16 elements, in order */
+    for (; j < inner; j++) {
+        ta += g[j];
+        tb += g[j] * (v[j] - m);
+    }
+    const FN(lanes8) a8 = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+                          __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    const FN(lanes8) b8 = __builtin_shufflevector(b, b, 0, 1, 2, 3, 4, 5, 6, 7) +
+                          __builtin_shufflevector(b, b, 8, 9, 10, 11, 12, 13, 14, 15);
+    const FN(lanes4) a4 = __builtin_shufflevector(a8, a8, 0, 1, 2, 3) + __builtin_shufflevector(a8, a8, 4, 5, 6, 7);
+    const FN(lanes4) b4 = __builtin_shufflevector(b8, b8, 0, 1, 2, 3) + __builtin_shufflevector(b8, b8, 4, 5, 6, 7);
+    const FN(lanes2) a2 = __builtin_shufflevector(a4, a4, 0, 1) + __builtin_shufflevector(a4, a4, 2, 3);
+    const FN(lanes2) b2 = __builtin_shufflevector(b4, b4, 0, 1) + __builtin_shufflevector(b4, b4, 2, 3);
+    *s_dy = (double)((a2[0] + a2[1]) + ta);
+    *s_dyxmu = (double)((b2[0] + b2[1]) + tb);
+}
+
 #if BN_FLOAT_BLOCKS
 /* float32: the same sums with float arithmetic inside blocks of
  * BN_FB_LANES x BN_FB_ROUNDS elements, twice the SIMD width of double and
@@ -84,8 +130,8 @@ PYBN_CLONES static void FN(run_dy_sums)(const T *restrict dy, const T *restrict 
                                         double mean, double *restrict s_dy, double *restrict s_dyxmu)
 {
     const int64_t block = BN_FB_LANES * BN_FB_ROUNDS;
-    if (n < block) {
-        FN(run_dy_sums_double)(dy, x, n, mean, s_dy, s_dyxmu);
+    if (n < block) { /* mean is a float value: (float)mean is exact */
+        FN(short_plane_dy_sums)(dy, x, n, (float)mean, s_dy, s_dyxmu);
         return;
     }
     const float m = (float)mean;
@@ -628,14 +674,10 @@ PYBN_CLONES static void FN(small_channel_backward)(const T *restrict dy, const T
             bn_prefetch(g + inner, bytes);
             bn_prefetch(v + inner, bytes);
         }
-        T a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-        for (int64_t j = 0; j < inner; j++) {
-            a += g[j];
-            b += g[j] * (v[j] - m);
-        }
-        s_dy += (double)a;
-        s_dyxmu += (double)b;
+        double a, b;
+        FN(short_plane_dy_sums)(g, v, inner, m, &a, &b);
+        s_dy += a;
+        s_dyxmu += b;
     }
     sums[0] = s_dy;
     sums[1] = s_dyxmu;
