@@ -495,6 +495,29 @@ static pybn_status FN(channel_sums)(int64_t outer, int64_t C, int64_t inner, con
  * the double path, exact to one rounding whatever the mean. */
 static inline int FN(affine_in_t)(double shift) { return fabs(shift) <= BN_T_SHIFT_BOUND; }
 
+/* Whether all (any) channels normalize in T's arithmetic (affine_in_t). */
+PYBN_CLONES static void FN(shifts_in_t)(int64_t C, const double *restrict shift, int *all_t, int *any_t)
+{
+    int all = 1, any = 0;
+    for (int64_t c = 0; c < C; c++) {
+        const int t = FN(affine_in_t)(shift[c]);
+        all &= t;
+        any |= t;
+    }
+    *all_t = all;
+    *any_t = any;
+}
+
+/* coef = alpha, then shift, rounded to T. */
+PYBN_CLONES static void FN(round_to_t)(int64_t C, const double *restrict alpha, const double *restrict shift,
+                                       T *restrict coef)
+{
+    for (int64_t c = 0; c < C; c++)
+        coef[c] = (T)alpha[c];
+    for (int64_t c = 0; c < C; c++)
+        coef[C + c] = (T)shift[c];
+}
+
 /* y = alpha[c]*x + shift[c] over (outer, C, inner). The planes layout
  * decides T's arithmetic channel by channel (as forward_by_channel does);
  * the rows layout for all columns at once. */
@@ -503,19 +526,11 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
                                const double *restrict shift, const double *restrict beta,
                                T *restrict y, int after_sums, int nt)
 {
-    int all_t = 1, any_t = 0;
-    for (int64_t c = 0; c < C; c++) {
-        const int t = FN(affine_in_t)(shift[c]);
-        all_t &= t;
-        any_t |= t;
-    }
+    int all_t, any_t;
+    FN(shifts_in_t)(C, shift, &all_t, &any_t);
     T *coef = (inner > 1 ? any_t : all_t) ? (T *)malloc((size_t)(2 * C) * sizeof(T)) : NULL;
-    if (coef) {
-        for (int64_t c = 0; c < C; c++) {
-            coef[c] = (T)alpha[c];
-            coef[C + c] = (T)shift[c];
-        }
-    }
+    if (coef)
+        FN(round_to_t)(C, alpha, shift, coef);
     /* after channel_sums, its tasks walked backwards (see PYBN_PARALLEL_SHARES) */
     if (inner > 1 && coef && all_t && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
@@ -554,13 +569,40 @@ static inline void FN(dx_coefficients)(double s_dy, double s_dyxmu, double istd,
     k[2] = training ? -g * s_dy / (double)n : 0.0;
 }
 
-/* Whether dx is computed in T's arithmetic (the rule of channel_dx). */
-static int FN(dx_in_t)(int64_t C, const double *restrict mean, const T *restrict invstd)
+/* dgamma, dbeta and the dx map's coefficients (dx_coefficients) of every
+ * channel from its sums, in loops without branches that vectorize. */
+PYBN_CLONES static void FN(backward_coefficients)(int64_t C, int64_t n, int training, const T *restrict gamma,
+                                                  const T *restrict invstd, const double *restrict s_dy,
+                                                  const double *restrict s_dyxmu, T *restrict dgamma,
+                                                  T *restrict dbeta, double *restrict k_dy,
+                                                  double *restrict k_x, double *restrict k_c)
 {
-    for (int64_t c = 0; c < C; c++)
-        if (!(fabs(mean[c] * (double)invstd[c]) <= BN_T_SHIFT_BOUND))
-            return 0;
-    return 1;
+    if (dgamma)
+        for (int64_t c = 0; c < C; c++)
+            dgamma[c] = (T)(s_dyxmu[c] * (double)invstd[c]);
+    if (dbeta)
+        for (int64_t c = 0; c < C; c++)
+            dbeta[c] = (T)s_dy[c];
+    if (gamma)
+        for (int64_t c = 0; c < C; c++)
+            k_dy[c] = (double)gamma[c] * (double)invstd[c];
+    else
+        for (int64_t c = 0; c < C; c++)
+            k_dy[c] = 1.0 * (double)invstd[c];
+    for (int64_t c = 0; c < C; c++) {
+        const double istd = (double)invstd[c], g = k_dy[c];
+        k_x[c] = training ? -g * istd * istd * s_dyxmu[c] / (double)n : 0.0;
+        k_c[c] = training ? -g * s_dy[c] / (double)n : 0.0;
+    }
+}
+
+/* Whether dx is computed in T's arithmetic (the rule of channel_dx). */
+PYBN_CLONES static int FN(dx_in_t)(int64_t C, const double *restrict mean, const T *restrict invstd)
+{
+    int ok = 1;
+    for (int64_t c = 0; c < C; c++) /* no early exit: it vectorizes */
+        ok &= fabs(mean[c] * (double)invstd[c]) <= BN_T_SHIFT_BOUND;
+    return ok;
 }
 
 /* dx = k_dy[c]*dy + k_x[c]*(x - mean[c]) + k_c[c] over (outer, C, inner). */
@@ -577,12 +619,8 @@ static void FN(channel_dx)(int64_t outer, int64_t C, int64_t inner, const T *res
     const int t_ok = FN(dx_in_t)(C, mean, invstd);
     T *coef = t_ok ? (T *)malloc((size_t)(4 * C) * sizeof(T)) : NULL; /* NULL: double path */
     if (coef) {
-        for (int64_t c = 0; c < C; c++) {
-            coef[c] = (T)mean[c];
-            coef[C + c] = (T)k_dy[c];
-            coef[2 * C + c] = (T)k_x[c];
-            coef[3 * C + c] = (T)k_c[c];
-        }
+        FN(round_to_t)(C, mean, k_dy, coef);
+        FN(round_to_t)(C, k_x, k_c, coef + 2 * C);
     }
     /* the tasks of channel_sums, walked backwards (see PYBN_PARALLEL_SHARES) */
     if (inner > 1 && coef && FN(stream_planes)(outer, C, inner, dy, x, coef, dx, nt)) {
@@ -634,30 +672,40 @@ PYBN_CLONES static void FN(affine_from_stats)(int64_t C, const T *restrict gamma
                                   double *restrict alpha, double *restrict shift, double *restrict beta_d,
                                   T *restrict mean_out, T *restrict invstd_out)
 {
-    for (int64_t c = 0; c < C; c++) {
-        const double b = beta ? (double)beta[c] : 0.0;
-        alpha[c] = (gamma ? (double)gamma[c] : 1.0) * invstd[c];
-        shift[c] = b - mean[c] * alpha[c];
-        if (beta_d)
-            beta_d[c] = b;
-        if (mean_out)
+    /* one loop per output, each without branches: they vectorize (one loop
+     * with them all did not, a tenth of a 256x1024 forward at 2 threads) */
+    if (gamma)
+        for (int64_t c = 0; c < C; c++)
+            alpha[c] = (double)gamma[c] * invstd[c];
+    else
+        for (int64_t c = 0; c < C; c++)
+            alpha[c] = 1.0 * invstd[c];
+    if (beta)
+        for (int64_t c = 0; c < C; c++)
+            shift[c] = (double)beta[c] - mean[c] * alpha[c];
+    else
+        for (int64_t c = 0; c < C; c++)
+            shift[c] = 0.0 - mean[c] * alpha[c];
+    if (beta_d)
+        for (int64_t c = 0; c < C; c++)
+            beta_d[c] = beta ? (double)beta[c] : 0.0;
+    if (mean_out)
+        for (int64_t c = 0; c < C; c++)
             mean_out[c] = (T)mean[c];
-        if (invstd_out)
+    if (invstd_out)
+        for (int64_t c = 0; c < C; c++)
             invstd_out[c] = (T)invstd[c];
-    }
 }
 
 /* ---- one task per channel (planes layout) -------------------------------- */
 
 /* Backward of one channel of small planes (inner < BN_SMALL_PLANE), its
  * plane loops in one call: a call per plane would cost more than the
- * plane's work. Each plane's sums are formed in T's arithmetic over SIMD
- * lanes (each lane adds at most inner/4 of the at most 255 terms: for
- * float32 an error below 72u = 4.3e-6 of the plane's sum of magnitudes,
- * 20u with AVX-512), and the planes' sums are added in double in order of
- * o. Only this schedule computes small planes (the backward sends every
- * one here, whatever the thread count), so the
- * results still do not depend on the thread count. next: ask for the next
+ * plane's work. Each plane's sums are formed in T's arithmetic in 16
+ * fixed lanes (short_plane_dy_sums: for float32 an error below 21u of the
+ * plane's sum of magnitudes, the bits channel_sums gives in memory order),
+ * and the planes' sums are added in double in order of o, so the results
+ * do not depend on the thread count or the schedule. next: ask for the next
  * channel's planes on the way (a plane's successor in memory is the same
  * plane of the next channel; the hardware does not follow such short runs). */
 PYBN_CLONES static void FN(small_channel_backward)(const T *restrict dy, const T *restrict x, int64_t outer,
@@ -812,17 +860,42 @@ static void FN(first_block_means)(int64_t outer, int64_t C, const T *restrict x,
  * double, for a shift more than a standard deviation off, sums that
  * overflowed float or met inf/NaN, and a var + eps so small that float's
  * underflow (2^-149 a term) would show. */
-static int FN(channel_stats_in_t)(int64_t C, int64_t n, double eps, const double *restrict k,
-                                  const double *restrict s1, const double *restrict s2)
+PYBN_CLONES static int FN(channel_stats_in_t)(int64_t C, int64_t n, double eps, const double *restrict k,
+                                              const double *restrict s1, const double *restrict s2)
 {
-    for (int64_t c = 0; c < C; c++) {
+    int ok = 1;
+    for (int64_t c = 0; c < C; c++) { /* no early exit: it vectorizes */
         double mean, sq_dev;
         FN(stats_from_sums)(k[c], s1[c], s2[c], n, &mean, &sq_dev);
         const double delta = s1[c] / (double)n, var = sq_dev / (double)n;
-        if (!(isfinite(s1[c]) && isfinite(s2[c]) && delta * delta <= var && var + eps >= 0x1p-100))
-            return 0;
+        ok &= isfinite(s1[c]) & isfinite(s2[c]) & (delta * delta <= var) & (var + eps >= 0x1p-100);
     }
-    return 1;
+    return ok;
+}
+
+/* stats_from_sums over every channel, in place: s1 becomes the mean, s2
+ * the sum of squared deviations. */
+PYBN_CLONES static void FN(stats_from_sums_all)(int64_t C, int64_t n, const double *restrict k,
+                                                double *restrict s1, double *restrict s2)
+{
+    for (int64_t c = 0; c < C; c++)
+        FN(stats_from_sums)(k[c], s1[c], s2[c], n, &s1[c], &s2[c]);
+}
+
+/* update_running over every channel: sq_dev (n * var) becomes invstd. */
+PYBN_CLONES static void FN(running_and_invstd)(int64_t C, const double *restrict mean, double *restrict sq_dev,
+                                               int64_t n, double momentum, double eps,
+                                               T *restrict running_mean, T *restrict running_var)
+{
+    if (running_mean)
+        for (int64_t c = 0; c < C; c++)
+            running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean[c]);
+    if (running_var)
+        for (int64_t c = 0; c < C; c++)
+            running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
+                                 momentum * (sq_dev[c] / (double)n) * (double)n / (double)(n - 1));
+    for (int64_t c = 0; c < C; c++)
+        sq_dev[c] = 1.0 / sqrt(sq_dev[c] / (double)n + eps);
 }
 
 /* Running averages of channel c, and its invstd, from its mean and var. */
@@ -943,8 +1016,8 @@ pybn_status FN(pybn_batchnorm_forward_train)(
                 k[c] = FN(first_value)(x, c, inner);
             st = FN(channel_sums)(outer, C, inner, x, NULL, k, BN_SHIFTED, mean_d, var_d, nt);
         }
-        for (int64_t c = 0; c < C && st == PYBN_OK; c++)
-            FN(stats_from_sums)(k[c], mean_d[c], var_d[c], n, &mean_d[c], &var_d[c]);
+        if (st == PYBN_OK)
+            FN(stats_from_sums_all)(C, n, k, mean_d, var_d);
     } else {
         st = FN(channel_sums)(outer, C, inner, x, NULL, NULL, BN_SUM, mean_d, NULL, nt);
         if (st == PYBN_OK) {
@@ -957,9 +1030,7 @@ pybn_status FN(pybn_batchnorm_forward_train)(
         free(scratch);
         return st;
     }
-    for (int64_t c = 0; c < C; c++) /* var_d becomes invstd */
-        var_d[c] = FN(update_running)(c, mean_d[c], var_d[c] / (double)n, n, momentum, eps, running_mean,
-                                      running_var);
+    FN(running_and_invstd)(C, mean_d, var_d, n, momentum, eps, running_mean, running_var); /* var_d: invstd */
     FN(affine_from_stats)(C, gamma, beta, mean_d, var_d, alpha, shift, beta_d, mean, invstd);
     FN(channel_affine)(outer, C, inner, x, mean_d, alpha, shift, beta_d, y, 1, nt);
     free(scratch);
@@ -1025,18 +1096,7 @@ pybn_status FN(pybn_batchnorm_backward)(
             return st;
         }
     }
-    for (int64_t c = 0; c < C; c++) {
-        const double istd = (double)invstd[c];
-        if (dgamma)
-            dgamma[c] = (T)(s_dyxmu[c] * istd);
-        if (dbeta)
-            dbeta[c] = (T)s_dy[c];
-        double k[3];
-        FN(dx_coefficients)(s_dy[c], s_dyxmu[c], istd, gamma ? (double)gamma[c] : 1.0, training, n, k);
-        k_dy[c] = k[0];
-        k_x[c] = k[1];
-        k_c[c] = k[2];
-    }
+    FN(backward_coefficients)(C, n, training, gamma, invstd, s_dy, s_dyxmu, dgamma, dbeta, k_dy, k_x, k_c);
     if (dx)
         FN(channel_dx)(outer, C, inner, dy, x, mean_d, invstd, k_dy, k_x, k_c, dx, nt);
     free(scratch);
