@@ -134,19 +134,6 @@ static void stream_plane_dx_f64(int level, const double *restrict dy, const doub
     (void)level, (void)dy, (void)x, (void)n, (void)c, (void)dx;
 }
 
-/* The streaming level of a float32 per-element pass (stream_level) on nt
- * threads: beyond the cache on several, beyond half of it on one. One core
- * fills its own stores more slowly than the cache serves them: AMD EPYC,
- * 1 thread, 16 MB tensors (32 MB of x and y), alternating processes,
- * streamed vs plain: training forward 2048x2048, 1024x4096, 4096x1024,
- * 8192x512 and 32x32x64x64 1.20-1.46x faster, eval 1.08-1.48x, 8 MB
- * backward 1.09x; at 2 threads streaming those lost (0.73-0.87x), the
- * two cores writing to memory at its bandwidth. Same bits either way. */
-static int bn_stream_level_f32(int64_t elements, int arrays, const float *y, int nt)
-{
-    return stream_level(nt == 1 ? 2 * elements : elements, arrays, sizeof(float), y);
-}
-
 /* The per-element pass of the planes layout, streamed past the cache
  * (stream.h) when its arrays together exceed it: y = coef[c]*a + coef[C+c]
  * (b == NULL), or dx = coef[C+c]*a + coef[2C+c]*(b - coef[c]) + coef[3C+c]
@@ -157,7 +144,7 @@ static int stream_planes_f32(int64_t outer, int64_t C, int64_t inner, const floa
                              int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = bn_stream_level_f32(outer * C * inner, b ? 3 : 2, y, nt);
+    const int level = stream_level(outer * C * inner, b ? 3 : 2, sizeof(float), y);
     if (level == 0)
         return 0;
     const int64_t planes = outer * C;
@@ -188,7 +175,7 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
                            const float *restrict coef, float *restrict y, int nt)
 {
 #ifdef PYBN_HAVE_STREAM
-    const int level = bn_stream_level_f32(outer * C, b ? 3 : 2, y, nt);
+    const int level = stream_level(outer * C, b ? 3 : 2, sizeof(float), y);
     if (level == 0)
         return 0;
     const int64_t width = bn_map_width(outer, C, nt), tiles = bn_col_tiles(C, width);
@@ -210,10 +197,14 @@ static int stream_rows_f32(int64_t outer, int64_t C, const float *restrict a, co
 #endif
 }
 
-
-static int bn_stream_level_f64(int64_t elements, int arrays, const double *y, int nt)
+static int bn_stream_level_f32(int64_t elements, int arrays, const float *y)
 {
-    (void)elements, (void)arrays, (void)y, (void)nt;
+    return stream_level(elements, arrays, sizeof(float), y);
+}
+
+static int bn_stream_level_f64(int64_t elements, int arrays, const double *y)
+{
+    (void)elements, (void)arrays, (void)y;
     return 0;
 }
 

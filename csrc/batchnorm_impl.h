@@ -761,7 +761,7 @@ static void FN(backward_by_channel)(int64_t outer, int64_t C, int64_t inner, con
 {
     const int64_t n = outer * inner, ld = C * inner;
     const int in_t = FN(dx_in_t)(C, mean, invstd);
-    const int level = in_t && dx ? FN(bn_stream_level)(outer * C * inner, 3, dx, nt) : 0;
+    const int level = in_t && dx ? FN(bn_stream_level)(outer * C * inner, 3, dx) : 0;
     const int64_t plane_bytes = inner * (int64_t)sizeof(T), ahead = bn_prefetch_ahead(plane_bytes);
     PYBN_TEAM(nt, {
         int64_t lo, hi;
@@ -921,7 +921,7 @@ static void FN(forward_by_channel)(int64_t outer, int64_t C, int64_t inner, cons
                                    T *restrict y, T *restrict mean_out, T *restrict invstd_out, int nt)
 {
     const int64_t n = outer * inner, ld = C * inner;
-    const int level = FN(bn_stream_level)(outer * C * inner, 2, y, nt);
+    const int level = FN(bn_stream_level)(outer * C * inner, 2, y);
     const int64_t plane_bytes = inner * (int64_t)sizeof(T), ahead = bn_prefetch_ahead(plane_bytes);
     PYBN_TEAM(nt, {
         int64_t lo, hi;
