@@ -11,6 +11,20 @@
  * split into enough tasks for every thread. Does not change any sum. */
 #define BN_COL_TILE 1024
 
+/* The normalize pass (eval, and the training forward's second pass) streams
+ * its output past the cache only in rows or planes of at least this many
+ * bytes: each run is streamed from its own first aligned line, so the line
+ * it shares with the run before it gets plain and streamed stores, which
+ * costs most where runs are short. AMD EPYC (32 MB L3), one process,
+ * streamed vs plain, interleaved: eval 160x256x14x14 (784-byte planes),
+ * 256x512x7x7, 64x384x17x17 and 30000x300 were 1.04-1.65x faster plain
+ * (160x256x14x14 0.75x -> 1.23x PyTorch at 1 thread, 0.76x -> 1.04x at 2),
+ * training forward of 30000x300, 40000x250, 100000x96 1.13-1.29x; 4000-byte
+ * rows and 12.5 KB planes even. The backward's dx keeps streaming every
+ * run: plain stores were 0.55-0.84x as fast there on four NCHW shapes. Does
+ * not change any result. */
+#define BN_AFFINE_STREAM_MIN_RUN 2048
+
 /* Normalization in the input's precision (float arithmetic for float32)
  * while every |shift| = |beta - mean*gamma*invstd| is at most this; see
  * channel_affine(). */

@@ -532,7 +532,8 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
     if (coef)
         FN(round_to_t)(C, alpha, shift, coef);
     /* after channel_sums, its tasks walked backwards (see PYBN_PARALLEL_SHARES) */
-    if (inner > 1 && coef && all_t && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
+    const int long_runs = (inner > 1 ? inner : C) * (int64_t)sizeof(T) >= BN_AFFINE_STREAM_MIN_RUN;
+    if (inner > 1 && coef && all_t && long_runs && FN(stream_planes)(outer, C, inner, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else if (inner > 1) {
         PYBN_PARALLEL_SHARES(nt, after_sums, p, outer * C, {
@@ -542,7 +543,7 @@ static void FN(channel_affine)(int64_t outer, int64_t C, int64_t inner, const T 
             else
                 FN(run_affine)(x + p * inner, inner, mean[c], alpha[c], beta[c], y + p * inner);
         });
-    } else if (coef && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
+    } else if (coef && long_runs && FN(stream_rows)(outer, C, x, NULL, coef, y, nt)) {
         /* done, streamed past the cache */
     } else {
         const int64_t width = bn_map_width(outer, C, nt), tiles = bn_col_tiles(C, width);
