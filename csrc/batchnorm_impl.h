@@ -584,16 +584,12 @@ PYBN_CLONES static void FN(backward_coefficients)(int64_t C, int64_t n, int trai
     if (dbeta)
         for (int64_t c = 0; c < C; c++)
             dbeta[c] = (T)s_dy[c];
-    if (gamma)
-        for (int64_t c = 0; c < C; c++)
-            k_dy[c] = (double)gamma[c] * (double)invstd[c];
-    else
-        for (int64_t c = 0; c < C; c++)
-            k_dy[c] = 1.0 * (double)invstd[c];
     for (int64_t c = 0; c < C; c++) {
-        const double istd = (double)invstd[c], g = k_dy[c];
-        k_x[c] = training ? -g * istd * istd * s_dyxmu[c] / (double)n : 0.0;
-        k_c[c] = training ? -g * s_dy[c] / (double)n : 0.0;
+        double k[3];
+        FN(dx_coefficients)(s_dy[c], s_dyxmu[c], (double)invstd[c], gamma ? (double)gamma[c] : 1.0, training, n, k);
+        k_dy[c] = k[0];
+        k_x[c] = k[1];
+        k_c[c] = k[2];
     }
 }
 
@@ -883,20 +879,15 @@ PYBN_CLONES static void FN(stats_from_sums_all)(int64_t C, int64_t n, const doub
         FN(stats_from_sums)(k[c], s1[c], s2[c], n, &s1[c], &s2[c]);
 }
 
-/* update_running over every channel: sq_dev (n * var) becomes invstd. */
-PYBN_CLONES static void FN(running_and_invstd)(int64_t C, const double *restrict mean, double *restrict sq_dev,
-                                               int64_t n, double momentum, double eps,
-                                               T *restrict running_mean, T *restrict running_var)
+/* The running averages' next values, from a batch's mean and (biased) var. */
+static inline T FN(next_running_mean)(T running, double mean, double momentum)
 {
-    if (running_mean)
-        for (int64_t c = 0; c < C; c++)
-            running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean[c]);
-    if (running_var)
-        for (int64_t c = 0; c < C; c++)
-            running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
-                                 momentum * (sq_dev[c] / (double)n) * (double)n / (double)(n - 1));
-    for (int64_t c = 0; c < C; c++)
-        sq_dev[c] = 1.0 / sqrt(sq_dev[c] / (double)n + eps);
+    return (T)((1.0 - momentum) * (double)running + momentum * mean);
+}
+
+static inline T FN(next_running_var)(T running, double var, int64_t n, double momentum)
+{
+    return (T)((1.0 - momentum) * (double)running + momentum * var * (double)n / (double)(n - 1));
 }
 
 /* Running averages of channel c, and its invstd, from its mean and var. */
@@ -904,11 +895,27 @@ static inline double FN(update_running)(int64_t c, double mean, double var, int6
                                         double eps, T *restrict running_mean, T *restrict running_var)
 {
     if (running_mean)
-        running_mean[c] = (T)((1.0 - momentum) * (double)running_mean[c] + momentum * mean);
+        running_mean[c] = FN(next_running_mean)(running_mean[c], mean, momentum);
     if (running_var)
-        running_var[c] = (T)((1.0 - momentum) * (double)running_var[c] +
-                             momentum * var * (double)n / (double)(n - 1));
+        running_var[c] = FN(next_running_var)(running_var[c], var, n, momentum);
     return 1.0 / sqrt(var + eps);
+}
+
+/* update_running over every channel, one loop per output so that each
+ * vectorizes (a loop of update_running's conditional stores does not):
+ * sq_dev (n * var) becomes invstd. */
+PYBN_CLONES static void FN(running_and_invstd)(int64_t C, const double *restrict mean, double *restrict sq_dev,
+                                               int64_t n, double momentum, double eps,
+                                               T *restrict running_mean, T *restrict running_var)
+{
+    if (running_mean)
+        for (int64_t c = 0; c < C; c++)
+            running_mean[c] = FN(next_running_mean)(running_mean[c], mean[c], momentum);
+    if (running_var)
+        for (int64_t c = 0; c < C; c++)
+            running_var[c] = FN(next_running_var)(running_var[c], sq_dev[c] / (double)n, n, momentum);
+    for (int64_t c = 0; c < C; c++)
+        sq_dev[c] = 1.0 / sqrt(sq_dev[c] / (double)n + eps);
 }
 
 /* Training forward, planes layout, one task per channel: its statistics
