@@ -32,7 +32,7 @@ def print_summary(args, study, objective, space, trials, ran, elapsed, workers):
                 rungs.append(str(epoch))
                 epoch *= rule.reduction_factor
             print(f"pruned: {counts['pruned']} trials were stopped early by successive halving: after "
-                  f"epoch{'s' if len(rungs) > 1 else ''} {', '.join(rungs)} only the best 1/{rule.reduction_factor} of the trials that "
+                  f"epoch{'s' if len(rungs) > 1 else ''} {', '.join(rungs) or '(none before the last)'} only the best 1/{rule.reduction_factor} of the trials that "
                   f"reached the epoch went on (those numbered at least {rule.lag} below theirs, and its own); "
                   f"their score is the last one reached")
         else:
